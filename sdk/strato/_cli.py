@@ -1,0 +1,235 @@
+"""The `strato` command. Sub-apps come from the `strato.cli` entry-point group, so this module
+imports none of them (and no torch, onnxruntime or boto3) until a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._errors import StratoError
+
+__all__ = ["app", "main", "print_json", "registry_option"]
+
+app = typer.Typer(
+    name="strato",
+    help="Train once, serve on Jetson and AWS, route every prediction with one client.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List, inspect, promote and roll back models in a registry.")
+app.add_typer(models_app, name="models")
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        "-r",
+        help="Registry root: a folder or s3://bucket/prefix.",
+        envvar="STRATO_REGISTRY",
+        show_default=".strato/registry",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+registry_option = RegistryOpt
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(code)
+
+
+def _registry(root: str | None) -> Any:
+    from ._registry import Registry
+
+    return Registry(root)
+
+
+@models_app.command("ls")
+def models_ls(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """List models, their versions and aliases.
+
+    Example: strato models ls --registry .strato/registry
+    """
+    reg = _registry(registry)
+    rows = [
+        {"name": name, "versions": reg.versions(name), "aliases": reg.aliases(name)}
+        for name in reg.models()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "versions", "aliases", title=f"registry {reg.url}")
+    for row in rows:
+        aliases = ", ".join(f"{a}→{v}" for a, v in row["aliases"].items())
+        table.add_row(row["name"], ", ".join(row["versions"]), aliases or "-")
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS.")],
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a version's manifest: signature, artifacts, metrics, calibration.
+
+    Example: strato models show digits-mlp@prod
+    """
+    manifest = _registry(registry).manifest(ref).to_dict()
+    if as_json:
+        print_json(manifest)
+        return
+    typer.echo(f"{manifest['name']}:{manifest['version']}  created {manifest['created']}")
+    for spec in manifest["inputs"]:
+        typer.echo(f"  input  {spec['name']} {spec['datatype']} {spec['shape']}")
+    for spec in manifest["outputs"]:
+        typer.echo(f"  output {spec['name']} {spec['datatype']} {spec['shape']}")
+    for artifact in manifest["artifacts"]:
+        precision = artifact.get("precision") or ""
+        typer.echo(
+            f"  {artifact['kind']:9} {artifact['path']:28} {precision:5} "
+            f"{artifact['size'] / 1024:9.1f} KiB  sha256 {artifact['sha256'][:12]}"
+        )
+    if manifest.get("metrics"):
+        typer.echo("  metrics " + json.dumps(manifest["metrics"], default=str)[:400])
+    if manifest.get("calibration"):
+        typer.echo("  calibration " + json.dumps(manifest["calibration"]))
+
+
+@models_app.command("promote")
+def models_promote(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION to point the alias at.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "prod",
+    registry: RegistryOpt = None,
+) -> None:
+    """Point an alias (default `prod`) at a version.
+
+    Example: strato models promote digits-mlp:2 --alias prod
+    """
+    reg = _registry(registry)
+    resolved = reg.resolve(ref)
+    assert resolved.version is not None
+    reg.promote(resolved.name, resolved.version, alias)
+    typer.echo(f"{resolved.name}@{alias} → {resolved.version}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Option(help="Alias to move back.")] = "prod",
+    registry: RegistryOpt = None,
+) -> None:
+    """Point an alias back at the version it named before.
+
+    Example: strato models rollback digits-mlp --alias prod
+    """
+    version = _registry(registry).rollback(name, alias)
+    typer.echo(f"{name}@{alias} → {version}")
+
+
+def load_array(path: Path) -> Any:
+    """Inputs from .npy, .npz (first array) or .json (a nested list)."""
+    import numpy as np
+
+    if not path.is_file():
+        raise StratoError(f"input file {path} does not exist")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            return archive[archive.files[0]]
+    if path.suffix == ".json":
+        return np.asarray(json.loads(path.read_text()), dtype=np.float32)
+    raise StratoError(f"{path}: expected a .npy, .npz or .json file")
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help=".npy, .npz or .json input.")],
+    registry: RegistryOpt = None,
+    edge: Annotated[
+        str | None, typer.Option(help="Edge daemon URL instead of the local registry.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict labels for the rows of an input file.
+
+    Example: strato predict digits-mlp -i x.npy
+    """
+    from ._client import Client
+    from ._transports import Local
+
+    x = load_array(input)
+    transport: Any
+    if edge:
+        from ._transports.edge import Edge
+
+        transport = Edge(edge)
+    else:
+        transport = Local(registry)
+    with Client(edge=transport) as client:
+        result = client.classify(model, x)
+    rows = [
+        {"label": label, "confidence": round(float(conf), 4)}
+        for label, conf in zip(result.labels, result.confidence.ravel(), strict=True)
+    ]
+    pred = result.prediction
+    if as_json:
+        print_json(
+            {
+                "model": f"{pred.model_name}:{pred.model_version}",
+                "served_by": pred.served_by,
+                "latency_ms": round(pred.latency_ms, 3),
+                "predictions": rows,
+            }
+        )
+        return
+    for row in rows:
+        typer.echo(f"{row['label']}\t{row['confidence']:.4f}")
+    typer.echo(
+        f"# {pred.model_name}:{pred.model_version} served_by={pred.served_by} "
+        f"{pred.latency_ms:.2f} ms",
+        err=True,
+    )
+
+
+def _load_plugins() -> None:
+    for entry in entry_points(group="strato.cli"):
+        try:
+            plugin = entry.load()
+        except ImportError as exc:  # an extra that is not installed
+
+            @app.command(entry.name, help=f"(unavailable: {exc})", hidden=True)
+            def _missing(exc: ImportError = exc) -> None:  # pragma: no cover
+                raise fail(f"this command needs an extra that is not installed: {exc}")
+
+            continue
+        if isinstance(plugin, typer.Typer):
+            app.add_typer(plugin, name=entry.name)
+        else:
+            plugin(app)
+
+
+_load_plugins()
+
+
+def main() -> None:
+    try:
+        app()
+    except StratoError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)

@@ -1,0 +1,100 @@
+"""ONNX Runtime engine: TensorRT EP > CUDA EP > CPU EP, by what this install offers."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from strato._errors import BundleError, InvalidInput
+
+from .base import Engine
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import numpy as np
+
+    from strato._bundle import Artifact, Bundle
+    from strato._tensors import TensorSpec
+
+__all__ = ["PROVIDER_ORDER", "OnnxRuntimeEngine", "available_providers"]
+
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    offered = set(ort.get_available_providers())
+    return [p for p in PROVIDER_ORDER if p in offered] or ["CPUExecutionProvider"]
+
+
+def _session(path: str, providers: Sequence[str], threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = threads or int(os.environ.get("STRATO_ORT_THREADS", "0") or 0)
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(path, sess_options=options, providers=list(providers))
+    except Exception as exc:  # ORT raises its own exception types, not importable lazily
+        raise BundleError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+
+
+class OnnxRuntimeEngine(Engine):
+    kind = "onnxruntime"
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        artifact: Artifact,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.artifact = artifact
+        self._session = _session(
+            str(bundle.path_of(artifact)), providers or available_providers(), threads
+        )
+        self.providers = list(self._session.get_providers())
+        manifest = bundle.manifest
+        self.inputs = {s.name: s for s in manifest.inputs}
+        self.outputs = {s.name: s for s in manifest.outputs}
+        graph_inputs = {i.name for i in self._session.get_inputs()}
+        if graph_inputs != set(self.inputs):
+            raise BundleError(
+                f"{bundle.ref}: {artifact.path} takes inputs {sorted(graph_inputs)} but the "
+                f"manifest declares {sorted(self.inputs)}"
+            )
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        self._specs: tuple[TensorSpec, ...] = tuple(self.inputs.values())
+
+    def infer(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        # Hot path: the common one-input case validates without building sets.
+        if len(inputs) != len(self._specs):
+            from strato._tensors import validate_inputs
+
+            validate_inputs(self.inputs, inputs)
+        for spec in self._specs:
+            try:
+                array = inputs[spec.name]
+            except KeyError:
+                raise InvalidInput(
+                    f"missing input {spec.name!r}; the model takes {sorted(self.inputs)} "
+                    f"(got {sorted(inputs)})"
+                ) from None
+            spec.check(array)
+        try:
+            results = self._session.run(self._output_names, inputs)
+        except Exception as exc:  # shape errors inside the graph are the caller's input
+            raise InvalidInput(
+                f"{self.bundle.ref}: ONNX Runtime rejected the input: {exc}"
+            ) from exc
+        return dict(zip(self._output_names, results, strict=True))
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,122 @@
+"""The exceptions strato raises.
+
+Third-party errors are translated at one boundary per adapter, so callers only ever see
+this tree::
+
+    StratoError
+    ├── ConfigError
+    ├── TransportError                 (routing falls back on these)
+    │   ├── Unavailable
+    │   ├── Timeout
+    │   └── Throttled
+    ├── InferenceError                 (never retried, never re-routed)
+    │   ├── InvalidInput
+    │   └── ModelNotFound
+    ├── BundleError
+    │   ├── IntegrityError
+    │   ├── SignatureError
+    │   └── EngineMismatch
+    └── ExportError
+        ├── ParityError
+        └── QuantizationError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BundleError",
+    "ConfigError",
+    "EngineMismatch",
+    "ExportError",
+    "InferenceError",
+    "IntegrityError",
+    "InvalidInput",
+    "ModelNotFound",
+    "ParityError",
+    "QuantizationError",
+    "SignatureError",
+    "StratoError",
+    "Throttled",
+    "Timeout",
+    "TransportError",
+    "Unavailable",
+]
+
+
+class StratoError(Exception):
+    """Base of every error strato raises."""
+
+
+class ConfigError(StratoError):
+    """A setting, flag or environment variable is missing or invalid."""
+
+
+class TransportError(StratoError):
+    """A backend could not be reached or did not answer in time: safe to retry elsewhere."""
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class Unavailable(TransportError):
+    """Connection refused, reset, DNS failure, 5xx."""
+
+
+class Timeout(TransportError):
+    """The backend did not answer within the deadline."""
+
+
+class Throttled(TransportError):
+    """The backend answered 429 / TooManyRequests."""
+
+
+class InferenceError(StratoError):
+    """The request itself is wrong: another backend would refuse it too."""
+
+    status_code = 400
+
+
+class InvalidInput(InferenceError):
+    """Input name, datatype, shape or values do not match the model's signature."""
+
+    status_code = 400
+
+
+class ModelNotFound(InferenceError):
+    """No such model, version or alias."""
+
+    status_code = 404
+
+
+class BundleError(StratoError):
+    """A bundle is missing, malformed or cannot be used."""
+
+
+class IntegrityError(BundleError):
+    """A bundle file does not match the sha256 in its manifest."""
+
+
+class SignatureError(BundleError):
+    """A bundle is unsigned, or signed by a key that is not trusted, or the signature is wrong."""
+
+
+class EngineMismatch(BundleError):
+    """A TensorRT plan was built for another TensorRT version, GPU or precision."""
+
+
+class ExportError(StratoError):
+    """Export, quantization or compilation failed."""
+
+
+class ParityError(ExportError):
+    """An exported artifact's outputs differ from the reference beyond tolerance."""
+
+    def __init__(self, message: str, *, output: str = "", max_abs_diff: float = 0.0) -> None:
+        super().__init__(message)
+        self.output = output
+        self.max_abs_diff = max_abs_diff
+
+
+class QuantizationError(ExportError):
+    """A quantized artifact lost more accuracy than allowed."""

@@ -1,0 +1,125 @@
+"""`Local`: the engine runs in this process, straight from a registry or a bundle folder."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strato._bundle import Bundle
+from strato._engines import Engine, load_engine
+from strato._errors import ModelNotFound
+from strato._messages import InferRequest, InferResponse
+from strato._registry import ModelRef, Registry
+
+from .base import Transport
+
+if TYPE_CHECKING:
+    import os
+
+__all__ = ["Local", "model_metadata"]
+
+
+def model_metadata(engine: Engine) -> dict[str, Any]:
+    """OIP model metadata for a loaded engine, with strato's extras under `parameters`."""
+    manifest = engine.bundle.manifest
+    return {
+        "name": manifest.name,
+        "versions": [manifest.version],
+        "platform": f"{engine.kind}_{engine.artifact.kind}",
+        "inputs": [s.to_dict() for s in manifest.inputs],
+        "outputs": [s.to_dict() for s in manifest.outputs],
+        "parameters": {
+            "labels": list(manifest.labels),
+            "calibration": manifest.calibration,
+            "cloud": manifest.serving.get("cloud", "allowed"),
+            "precision": engine.precision,
+            "engine": engine.kind,
+            "providers": engine.providers,
+        },
+    }
+
+
+class Local(Transport):
+    """Serve from this process. `source` is a registry root (folder or `s3://`) or a bundle dir.
+
+    >>> client = Client(edge=Local(".strato/registry"))
+    """
+
+    name = "local"
+    tier = "edge"
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Registry | Bundle | None = None,
+        *,
+        precision: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self._bundle: Bundle | None = None
+        self._registry: Registry | None = None
+        if isinstance(source, Bundle):
+            self._bundle = source
+        elif isinstance(source, Registry):
+            self._registry = source
+        elif source is not None and (Path(source) / "manifest.json").is_file():
+            self._bundle = Bundle.load(source)
+        else:
+            self._registry = Registry(source)
+        self._precision = precision
+        self._threads = threads
+        self._engines: dict[tuple[str, str | None], Engine] = {}
+        self._lock = threading.Lock()
+
+    def engine(self, model: str, version: str | None = None) -> Engine:
+        """The engine serving `model` (loaded once, then cached)."""
+        key = (model, version)
+        engine = self._engines.get(key)
+        if engine is None:
+            with self._lock:
+                engine = self._engines.get(key) or self._load(model, version)
+                self._engines[key] = engine
+        return engine
+
+    def _load(self, model: str, version: str | None) -> Engine:
+        if self._bundle is not None:
+            bundle = self._bundle
+            if model != bundle.name or version not in (None, bundle.version):
+                wanted = f"{model}:{version}" if version else model
+                raise ModelNotFound(f"{wanted} not served here; this transport serves {bundle.ref}")
+        else:
+            assert self._registry is not None
+            ref = ModelRef.parse(model)
+            if version is not None:
+                ref = ModelRef(ref.name, version)
+            bundle = self._registry.open(ref)
+        return load_engine(bundle, precision=self._precision, threads=self._threads)
+
+    def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        engine = self.engine(request.model, request.version)
+        outputs = engine.infer(request.inputs)
+        if request.outputs:
+            outputs = {k: outputs[k] for k in request.outputs if k in outputs}
+        return InferResponse(
+            outputs,
+            engine.bundle.name,
+            engine.bundle.version,
+            request.id,
+            self.name,
+            engine.artifact.precision or "fp32",
+        )
+
+    def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        return model_metadata(self.engine(model, version))
+
+    def ready(self, model: str) -> bool:
+        try:
+            self.engine(model)
+        except ModelNotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
