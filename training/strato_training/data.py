@@ -1,0 +1,310 @@
+"""Datasets for training: scikit-learn's digits, MNIST IDX files, `.npz` arrays, image folders.
+
+Every loader returns the same `Dataset`: float32 images in [0, 1] shaped (N, 1, 28, 28) and
+int64 labels, split into train / validation / test. Specs::
+
+    digits              scikit-learn's embedded 8x8 digits, resized to 28x28 (no download)
+    mnist:DIR           IDX files (train-images-idx3-ubyte, ... optionally .gz) in DIR
+    npz:PATH            a .npz with arrays `x` (N, H, W) or (N, C, H, W) and `y` (N,)
+    folder:DIR          one subfolder per class, images read with Pillow as 28x28 grayscale
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from strato._errors import ConfigError
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "Split",
+    "load_dataset",
+    "resize_images",
+    "stratified_split",
+]
+
+IMAGE_SIDE = 28
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+class DatasetError(ConfigError):
+    """A dataset spec points at nothing, or at files in a format strato cannot read."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: `x` float32 (N, 1, 28, 28) in [0, 1], `y` int64 (N,)."""
+
+    x: np.ndarray[Any, Any]
+    y: np.ndarray[Any, Any]
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != np.float32 or self.y.dtype != np.int64:
+            raise DatasetError(
+                f"a split needs float32 images and int64 labels, got {self.x.dtype} and "
+                f"{self.y.dtype}"
+            )
+        if len(self.x) != len(self.y):
+            raise DatasetError(f"{len(self.x)} images but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset with its three splits and the class labels (index → label text)."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    labels: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape, e.g. (1, 28, 28)."""
+        return tuple(int(d) for d in self.train.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "input_shape": list(self.input_shape),
+            "labels": list(self.labels),
+        }
+
+
+def resize_images(images: np.ndarray[Any, Any], side: int = IMAGE_SIDE) -> np.ndarray[Any, Any]:
+    """Bilinear resize of (N, H, W) images to (N, side, side), as two matrix products."""
+    _, height, width = images.shape
+    rows = _interpolation_matrix(height, side)
+    cols = _interpolation_matrix(width, side)
+    resized = np.einsum("ih,nhw,jw->nij", rows, images.astype(np.float32), cols)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def _interpolation_matrix(source: int, target: int) -> np.ndarray[Any, Any]:
+    # Align pixel centres (like PIL/OpenCV): target pixel i samples source (i + .5) * s/t - .5.
+    matrix = np.zeros((target, source), np.float32)
+    positions = (np.arange(target) + 0.5) * source / target - 0.5
+    positions = np.clip(positions, 0, source - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, source - 1)
+    weight = positions - low
+    matrix[np.arange(target), low] += 1 - weight
+    matrix[np.arange(target), high] += weight
+    return matrix
+
+
+def stratified_split(
+    y: np.ndarray[Any, Any], *, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Indices of train / val / test, each class spread in proportion, reproducible by seed."""
+    if not (0 < test_fraction < 1 and 0 < val_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DatasetError(
+            f"val_fraction {val_fraction} and test_fraction {test_fraction} must each be in "
+            "(0, 1) and sum to less than 1"
+        )
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(y))
+    try:
+        rest, test = train_test_split(
+            indices, test_size=test_fraction, random_state=seed, stratify=y
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=val_fraction / (1 - test_fraction),
+            random_state=seed,
+            stratify=y[rest],
+        )
+    except ValueError as exc:
+        raise DatasetError(f"cannot split {len(y)} samples by class: {exc}") from exc
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def load_dataset(
+    spec: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
+) -> Dataset:
+    """Load `spec` (see the module docstring) and split it; `DatasetError` says what was expected."""
+    kind, _, location = spec.partition(":")
+    if kind == "digits" and not location:
+        name, images, targets, labels = "digits", *_digits()
+    elif kind == "mnist" and location:
+        name, images, targets, labels = f"mnist:{location}", *_mnist(Path(location))
+    elif kind == "npz" and location:
+        name, images, targets, labels = f"npz:{location}", *_npz(Path(location))
+    elif kind == "folder" and location:
+        name, images, targets, labels = f"folder:{location}", *_folder(Path(location))
+    else:
+        raise DatasetError(
+            f"unknown dataset spec {spec!r}; expected 'digits', 'mnist:DIR', 'npz:PATH' "
+            "or 'folder:DIR'"
+        )
+    x = _as_images(images)
+    y = targets.astype(np.int64)
+    train, val, test = stratified_split(
+        y, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+    )
+    return Dataset(
+        name=name,
+        train=Split(x[train], y[train]),
+        val=Split(x[val], y[val]),
+        test=Split(x[test], y[test]),
+        labels=labels,
+    )
+
+
+def _as_images(images: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """(N, H, W) or (N, 1, H, W) of any range → float32 (N, 1, 28, 28) in [0, 1]."""
+    if images.ndim == 4:
+        if images.shape[1] != 1:
+            raise DatasetError(
+                f"images shaped {images.shape}: expected one grayscale channel (N, 1, H, W)"
+            )
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise DatasetError(f"images shaped {images.shape}: expected (N, H, W) or (N, 1, H, W)")
+    if np.issubdtype(images.dtype, np.integer):
+        images = images.astype(np.float32) / 255.0
+    images = images.astype(np.float32)
+    peak = float(images.max()) if images.size else 1.0
+    if peak > 1.0:  # float pixels in some other range: scale the brightest to 1
+        images = images / peak
+    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        images = resize_images(images)
+    return np.clip(images, 0.0, 1.0)[:, None, :, :]
+
+
+def _digits() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[str, ...]]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.asarray(digits.images, np.float32) / 16.0
+    return images, np.asarray(digits.target), tuple(str(i) for i in range(10))
+
+
+def _labels_for(targets: np.ndarray[Any, Any]) -> tuple[str, ...]:
+    if targets.size == 0 or targets.min() < 0:
+        raise DatasetError("labels must be non-negative class indices and not empty")
+    return tuple(str(i) for i in range(int(targets.max()) + 1))
+
+
+def _read_idx(path: Path) -> np.ndarray[Any, Any]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as stream:
+        raw = stream.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not an IDX file of unsigned bytes (magic 0x0000 08 nn)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise DatasetError(
+            f"{path}: header says shape {shape} ({expected} bytes) but holds {len(raw) - header}"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    dotted = stem.replace("-idx", ".idx")
+    for candidate in (stem, f"{stem}.gz", dotted, f"{dotted}.gz"):
+        if (directory / candidate).is_file():
+            return directory / candidate
+    return None
+
+
+def _mnist(
+    directory: Path,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[str, ...]]:
+    if not directory.is_dir():
+        raise DatasetError(f"mnist dataset folder {directory} does not exist")
+    images: list[np.ndarray[Any, Any]] = []
+    targets: list[np.ndarray[Any, Any]] = []
+    for prefix in ("train", "t10k"):
+        image_file = _find_idx(directory, f"{prefix}-images-idx3-ubyte")
+        label_file = _find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+        if image_file is None or label_file is None:
+            continue
+        x, y = _read_idx(image_file), _read_idx(label_file)
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DatasetError(
+                f"{image_file.name} / {label_file.name}: expected (N, H, W) images and (N,) "
+                f"labels, got {x.shape} and {y.shape}"
+            )
+        images.append(x)
+        targets.append(y)
+    if not images:
+        raise DatasetError(
+            f"{directory} holds no MNIST IDX files; expected train-images-idx3-ubyte and "
+            "train-labels-idx1-ubyte (optionally .gz, plus t10k-*)"
+        )
+    target = np.concatenate(targets)
+    return np.concatenate(images), target, _labels_for(target)
+
+
+def _npz(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[str, ...]]:
+    if not path.is_file():
+        raise DatasetError(f"npz dataset file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files or "y" not in archive.files:
+                raise DatasetError(
+                    f"{path} has arrays {archive.files}; expected 'x' (images) and 'y' (labels)"
+                )
+            x, y = archive["x"], archive["y"]
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} is not a readable .npz archive: {exc}") from exc
+    if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(
+            f"{path}: expected integer labels 'y' shaped (N,) matching 'x', got {y.dtype} "
+            f"{y.shape} for x {x.shape}"
+        )
+    return x, y, _labels_for(y)
+
+
+def _folder(
+    directory: Path,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[str, ...]]:
+    if not directory.is_dir():
+        raise DatasetError(f"image folder {directory} does not exist")
+    classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{directory} has {len(classes)} class subfolders; expected one subfolder per "
+            "class (at least two) holding images"
+        )
+    from PIL import Image, UnidentifiedImageError
+
+    images: list[np.ndarray[Any, Any]] = []
+    targets: list[int] = []
+    for index, label in enumerate(classes):
+        for file in sorted((directory / label).iterdir()):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as image:
+                    gray = image.convert("L").resize(
+                        (IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.BILINEAR
+                    )
+                    images.append(np.asarray(gray, np.float32) / 255.0)
+            except (OSError, UnidentifiedImageError) as exc:
+                raise DatasetError(f"{file} is not a readable image: {exc}") from exc
+            targets.append(index)
+    if not images:
+        raise DatasetError(f"{directory}: no images found in its class subfolders")
+    return np.stack(images), np.asarray(targets, np.int64), tuple(classes)
