@@ -21,6 +21,8 @@ from ._tensors import TensorSpec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    from ._signing import TrustedKeysLike
+
 __all__ = [
     "BUNDLE_FORMAT",
     "MANIFEST",
@@ -236,15 +238,32 @@ class Bundle:
         self.manifest = manifest
 
     @classmethod
-    def load(cls, root: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
-        """Read the manifest and verify every artifact's sha256; `IntegrityError` on mismatch."""
+    def load(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        verify: bool = True,
+        trusted_keys: TrustedKeysLike | None = None,
+    ) -> Bundle:
+        """Read the manifest, check its Ed25519 signature when trusted keys are configured
+        (`trusted_keys` or `STRATO_TRUSTED_KEYS`; `SignatureError`), then verify every
+        artifact's sha256 (`IntegrityError` on mismatch)."""
         root = Path(root)
         if not root.is_dir():
             raise BundleError(f"bundle directory {root} does not exist")
         bundle = cls(root, Manifest.read(root / MANIFEST))
         if verify:
+            bundle.check_signature(trusted_keys)
             bundle.verify()
         return bundle
+
+    def check_signature(self, trusted_keys: TrustedKeysLike | None = None) -> str | None:
+        """The key id that signed this bundle, or None when no trusted keys are configured."""
+        if trusted_keys is None and not os.environ.get("STRATO_TRUSTED_KEYS", "").strip():
+            return None
+        from ._signing import verify_bundle  # lazy: cryptography loads only when keys are set
+
+        return verify_bundle(self, trusted_keys)
 
     def verify(self) -> None:
         root = self.root.resolve()

@@ -224,6 +224,8 @@ def _load_plugins() -> None:
             plugin(app)
 
 
+from strato import _cli_trust  # noqa: E402, F401  (registers `models keygen|sign|verify`)
+
 _load_plugins()
 
 

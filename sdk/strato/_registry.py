@@ -13,11 +13,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._bundle import MANIFEST, Bundle, Manifest, write_manifest
 from ._errors import BundleError, ConfigError, ModelNotFound
 from ._storage import LocalStore, S3Store, open_store
+
+if TYPE_CHECKING:
+    from ._signing import TrustedKeysLike
 
 __all__ = ["DEFAULT_REGISTRY", "ModelRef", "Registry", "default_registry_root"]
 
@@ -73,11 +76,14 @@ class Registry:
         *,
         s3_client: Any = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        trusted_keys: TrustedKeysLike | None = None,
     ) -> None:
         self.store: LocalStore | S3Store = open_store(
             default_registry_root(root), s3_client=s3_client
         )
         self._cache_dir = Path(cache_dir) if cache_dir else None
+        # None: `STRATO_TRUSTED_KEYS` decides at load time (see `Bundle.load`).
+        self.trusted_keys = trusted_keys
 
     @property
     def url(self) -> str:
@@ -138,11 +144,11 @@ class Registry:
         resolved = self.resolve(ref)
         key = f"{resolved.name}/{resolved.version}"
         if isinstance(self.store, LocalStore):
-            return Bundle.load(self.store.root / key, verify=verify)
+            return Bundle.load(self.store.root / key, verify=verify, trusted_keys=self.trusted_keys)
         cache = self._cache_dir or Path(tempfile.gettempdir()) / "strato-cache"
         target = cache / resolved.name / str(resolved.version)
         if (target / MANIFEST).exists():
-            return Bundle.load(target, verify=verify)
+            return Bundle.load(target, verify=verify, trusted_keys=self.trusted_keys)
         return self.download(resolved, target)
 
     def download(self, ref: str | ModelRef, target: Path) -> Bundle:
@@ -158,7 +164,8 @@ class Registry:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.store.download(f"{key}/{artifact.path}", dest)
             write_manifest(staging, manifest)
-            bundle = Bundle.load(staging)  # verifies every sha256 before the rename
+            # verifies the signature (when keys are configured) and every sha256 before the rename
+            bundle = Bundle.load(staging, trusted_keys=self.trusted_keys)
             os.rename(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
