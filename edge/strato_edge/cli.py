@@ -1,7 +1,453 @@
-"""Typer sub-app for this package (filled in by its issue)."""
+"""`strato edge …`: serve, pull, rollback, status, models, predict, bench, fingerprint."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="(not built yet)", no_args_is_help=True)
+from strato_edge.config import DEFAULT_STORE, SAGEMAKER_MODEL_DIR
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="The device daemon: serve models over the Open Inference Protocol, sync them from a "
+    "registry, benchmark a running server.",
+    no_args_is_help=True,
+)
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        "-s",
+        help="Device store folder (a folder registry, or one bundle with manifest.json).",
+        envvar="STRATO_EDGE_STORE",
+        show_default=DEFAULT_STORE,
+    ),
+]
+UrlOpt = Annotated[
+    str,
+    typer.Option("--url", "-u", help="A running edge server.", envvar="STRATO_EDGE_URL"),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", help="Bearer token.", envvar="STRATO_EDGE_TOKEN", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(code)
+
+
+def _store(store: Path | None) -> Path:
+    return store if store is not None else Path(DEFAULT_STORE)
+
+
+@app.command()
+def serve(
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; non-loopback needs --token.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (0 picks a free one).", show_default="8000; 8080 with --sagemaker"),
+    ] = None,
+    token: TokenOpt = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback bind without a token.")
+    ] = False,
+    sagemaker: Annotated[
+        bool, typer.Option(help="SageMaker hosting: port 8080, /ping, /invocations, /opt/ml/model.")
+    ] = False,
+    max_batch_size: Annotated[int, typer.Option(help="Rows per engine run; 1 = no batching.")] = 32,
+    max_queue_delay_us: Annotated[
+        int, typer.Option(help="How long a batch waits for more requests while the model is busy.")
+    ] = 500,
+    batching: Annotated[
+        Path | None,
+        typer.Option(help='Per-model batching, JSON or TOML: {"default": {...}, "models": {...}}.'),
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger bodies get 413.")] = 8 << 20,
+    timeout: Annotated[
+        float, typer.Option(help="Per-request deadline in seconds (then 504).")
+    ] = 30.0,
+    watch_interval: Annotated[
+        float, typer.Option(help="Seconds between store checks for hot swaps; 0 = never.")
+    ] = 1.0,
+    workers: Annotated[int, typer.Option(help="Inference threads.")] = 4,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="ONNX Runtime intra-op threads per model (default: all cores)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve every model in the store over the Open Inference Protocol v2.
+
+    Example: strato edge serve --store .strato/registry --port 8000
+    """
+    from strato_edge.config import BatchingConfig, ServeConfig, load_batching
+    from strato_edge.runner import serve as run_server
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    base = BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us)
+    per_model: dict[str, BatchingConfig] = {}
+    if batching is not None:
+        base, per_model = load_batching(batching, base)
+    root = store or Path(SAGEMAKER_MODEL_DIR if sagemaker else DEFAULT_STORE)
+    if not root.is_dir():
+        raise _fail(f"store {root} does not exist (pull a model first: strato edge pull …)")
+    config = ServeConfig(
+        store=root,
+        host=host,
+        port=port if port is not None else (8080 if sagemaker else 8000),
+        token=token or None,
+        insecure=insecure,
+        sagemaker=sagemaker,
+        batching=base,
+        model_batching=per_model,
+        max_body_bytes=max_body_bytes,
+        timeout_s=timeout,
+        watch_interval_s=watch_interval,
+        threads=threads,
+        workers=workers,
+    )
+    run_server(config, log_level=log_level.lower())
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS.")],
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            "-r",
+            help="Source registry: a folder or s3://bucket/prefix.",
+            envvar="STRATO_REGISTRY",
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    keep: Annotated[int, typer.Option(help="Installed versions to keep.")] = 3,
+    watch: Annotated[bool, typer.Option(help="Keep following the reference.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between checks with --watch.")] = 10.0,
+    s3_endpoint: Annotated[
+        str | None, typer.Option(help="S3 endpoint URL.", envvar="STRATO_S3_ENDPOINT")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install a verified bundle into the device store and serve it (alias `current`).
+
+    Example: strato edge pull digits-mlp@prod --registry s3://models/strato --store /var/lib/strato
+    """
+    from strato._registry import default_registry_root
+
+    from strato_edge.sync import open_source
+    from strato_edge.sync import pull as do_pull
+    from strato_edge.sync import watch as do_watch
+
+    source = open_source(default_registry_root(registry), s3_endpoint=s3_endpoint)
+    target = _store(store)
+
+    def report(result: Any) -> None:
+        if as_json:
+            typer.echo(json.dumps(result.to_dict()))
+            return
+        verb = "downloaded" if result.downloaded else "already installed"
+        typer.echo(
+            f"{result.name}:{result.version} {verb}; current → {result.version}"
+            + (f" (was {result.previous})" if result.changed and result.previous else "")
+        )
+        if result.removed:
+            typer.echo(f"  removed old version(s): {', '.join(result.removed)}")
+
+    if not watch:
+        report(
+            _with_progress(
+                f"pulling {ref}", lambda: do_pull(ref, source=source, store=target, keep=keep)
+            )
+        )
+        return
+    typer.echo(f"watching {ref} in {source.url} every {interval:g}s (Ctrl-C to stop)", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        do_watch(
+            ref,
+            source=source,
+            store=target,
+            interval_s=interval,
+            keep=keep,
+            on_pull=report,
+            on_error=lambda exc: typer.secho(f"pull refused: {exc}", fg="yellow", err=True),
+        )
+
+
+def _with_progress(label: str, work: Any) -> Any:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), transient=True) as bar:
+        bar.add_task(label, total=None)
+        return work()
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve the version the device served before (moves alias `current` back).
+
+    Example: strato edge rollback digits-mlp --store /var/lib/strato
+    """
+    from strato_edge.sync import rollback as do_rollback
+
+    version = do_rollback(_store(store), name)
+    if as_json:
+        _echo_json({"model": name, "current": version})
+    else:
+        typer.echo(f"{name}: current → {version}")
+
+
+@app.command()
+def status(
+    store: StoreOpt = None,
+    url: Annotated[
+        str | None, typer.Option("--url", "-u", help="Also ask this running server.")
+    ] = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what the device store holds and which version each model serves.
+
+    Example: strato edge status --store .strato/registry --url http://127.0.0.1:8000
+    """
+    from strato_edge.sync import store_status
+
+    root = _store(store)
+    report: dict[str, Any] = {"store": str(root), "models": store_status(root)}
+    if url:
+        report["server"] = _server_status(url, token)
+    if as_json:
+        _echo_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "serving", "versions", "aliases", title=f"store {root}")
+    for row in report["models"]:
+        aliases = ", ".join(f"{a}→{v}" for a, v in row["aliases"].items()) or "-"
+        table.add_row(row["model"], str(row["serving"]), ", ".join(row["versions"]), aliases)
+    Console().print(table)
+    if url:
+        typer.echo(f"server {url}: {json.dumps(report['server'])}")
+
+
+def _server_status(url: str, token: str | None) -> dict[str, Any]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=5.0) as http:
+            ready = http.get("/v2/health/ready").status_code == 200
+            index = http.post("/v2/repository/index")
+            models = index.json() if index.status_code == 200 else index.json().get("error")
+    except httpx.HTTPError as exc:
+        return {"reachable": False, "error": str(exc)}
+    return {"reachable": True, "ready": ready, "models": models}
+
+
+def _http(url: str, token: str | None) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=30.0)
+
+
+def _checked(response: Any) -> Any:
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        raise _fail(f"{response.request.url}: HTTP {response.status_code}: {message}")
+    return response
+
+
+@app.command()
+def models(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """List the models a running server serves, with signature and precision.
+
+    Example: strato edge models --url http://127.0.0.1:8000
+    """
+    with _http(url, token) as http:
+        index = _checked(http.post("/v2/repository/index")).json()
+        rows = [_checked(http.get(f"/v2/models/{m['name']}")).json() for m in index]
+    if as_json:
+        _echo_json(rows)
+        return
+    for meta in rows:
+        params = meta.get("parameters", {})
+        sig = ", ".join(f"{t['name']} {t['datatype']}{t['shape']}" for t in meta["inputs"])
+        typer.echo(
+            f"{meta['name']}:{params.get('version')}  {params.get('precision')} on "
+            f"{params.get('engine')}  inputs: {sig}  versions: {', '.join(meta['versions'])}"
+        )
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Model name (NAME or NAME:VERSION).")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help=".npy file with the first input's batch.")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    binary: Annotated[bool, typer.Option("--binary/--json-body", help="Body format.")] = True,
+    top: Annotated[int, typer.Option(help="Labels to show per row.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one inference request to a running server (random input unless --input).
+
+    Example: strato edge predict digits-mlp --input digits.npy --url http://127.0.0.1:8000
+    """
+    import numpy as np
+    from strato._codec import HEADER_LENGTH, decode_response, encode_request
+
+    from strato_edge.bench import random_inputs
+
+    name, _, version = model.partition(":")
+    base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+    with _http(url, token) as http:
+        meta = _checked(http.get(base)).json()
+        inputs = random_inputs(meta)
+        if input_file is not None:
+            first = meta["inputs"][0]
+            inputs[first["name"]] = np.load(input_file, allow_pickle=False)
+        body, length = encode_request(inputs, binary=binary, binary_outputs=binary)
+        headers = {HEADER_LENGTH: str(length)} if length is not None else {}
+        response = _checked(http.post(f"{base}/infer", content=body, headers=headers))
+    raw_length = response.headers.get(HEADER_LENGTH)
+    decoded = decode_response(
+        response.content, header_length=int(raw_length) if raw_length else None
+    )
+    _print_prediction(decoded, meta, response.headers, top=top, as_json=as_json)
+
+
+def _print_prediction(
+    decoded: Any, meta: dict[str, Any], headers: Any, *, top: int, as_json: bool
+) -> None:
+    import numpy as np
+
+    labels = meta.get("parameters", {}).get("labels") or []
+    first = next(iter(decoded.outputs.values()))
+    rows = []
+    for row in first.reshape(first.shape[0], -1):
+        probs = np.exp(row - row.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs)[:top]
+        rows.append(
+            [
+                {
+                    "label": labels[i] if i < len(labels) else str(i),
+                    "confidence": round(float(probs[i]), 4),
+                }
+                for i in order
+            ]
+        )
+    if as_json:
+        _echo_json(
+            {
+                "model": f"{decoded.model_name}:{decoded.model_version}",
+                "precision": headers.get("x-strato-precision"),
+                "outputs": {k: v.tolist() for k, v in decoded.outputs.items()},
+                "top": rows,
+            }
+        )
+        return
+    for i, row in enumerate(rows):
+        typer.echo(f"[{i}] " + "  ".join(f"{r['label']}:{r['confidence']:.3f}" for r in row))
+    typer.echo(
+        f"# {decoded.model_name}:{decoded.model_version} "
+        f"precision={headers.get('x-strato-precision')}",
+        err=True,
+    )
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="Model name (NAME or NAME:VERSION).")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Concurrent clients.")
+    ] = 8,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of load.")] = 10.0,
+    binary: Annotated[bool, typer.Option("--binary/--json-body", help="Body format.")] = True,
+    batch: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+    processes: Annotated[int, typer.Option(help="Load-generator processes.")] = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load first.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drive a running server with N concurrent clients for T seconds; print req/s and p50/p95/p99.
+
+    Example: strato edge bench digits-mlp -c 32 -d 10 --url http://127.0.0.1:8000
+    """
+    from strato_edge.bench import random_inputs, run_bench
+
+    name, _, version = model.partition(":")
+    base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+    with _http(url, token) as http:
+        meta = _checked(http.get(base)).json()
+    result = _with_progress(
+        f"{concurrency} clients for {duration:g}s",
+        lambda: run_bench(
+            url,
+            f"{base}/infer",
+            random_inputs(meta, batch),
+            model=model,
+            concurrency=concurrency,
+            duration_s=duration,
+            binary=binary,
+            token=token,
+            processes=processes,
+            warmup_s=warmup,
+        ),
+    )
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    typer.echo(
+        f"{result.model} c={concurrency} {result.body}: {result.throughput:,.0f} req/s  "
+        f"p50 {result.p50_ms:.2f} ms  p95 {result.p95_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
+        f"errors {result.errors}"
+    )
+
+
+@app.command()
+def fingerprint(as_json: JsonOpt = False) -> None:
+    """Describe this device: OS, CPU, GPU, CUDA, TensorRT, ONNX Runtime providers.
+
+    Example: strato edge fingerprint --json
+    """
+    try:
+        from strato._device import fingerprint as device_fingerprint
+        from strato._device import format_fingerprint
+    except ImportError as exc:
+        raise _fail(f"device fingerprinting is not available in this install: {exc}") from None
+    found = device_fingerprint()
+    if as_json:
+        _echo_json(found)
+    else:
+        typer.echo(format_fingerprint(found))

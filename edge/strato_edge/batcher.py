@@ -1,0 +1,209 @@
+"""Dynamic batching: requests for one (model, version) are joined on axis 0, run once, split back.
+
+Each request is validated against the model's signature before it joins a batch, so one bad
+request never fails its neighbours; if a joined batch still fails, its requests are retried one
+by one. Inference runs in a thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from strato._errors import InvalidInput
+from strato._tensors import validate_inputs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Executor
+
+    from strato._engines import Engine
+
+    from strato_edge.config import BatchingConfig
+
+__all__ = ["Batcher"]
+
+log = logging.getLogger("strato.edge.batcher")
+
+Tensors = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Tensors
+    rows: int
+    key: tuple[tuple[str, str, tuple[int, ...]], ...]
+    future: asyncio.Future[Tensors]
+
+
+def _batch_axis_dynamic(engine: Engine) -> bool:
+    specs = [*engine.inputs.values(), *engine.outputs.values()]
+    return bool(specs) and all(spec.shape and spec.shape[0] == -1 for spec in specs)
+
+
+class Batcher:
+    """Batches requests for ONE engine; a batch never mixes models or versions."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: BatchingConfig,
+        executor: Executor,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.batching = config.enabled and _batch_axis_dynamic(engine)
+        self._executor = executor
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.instances)
+        self._running = 0
+        self._closed = False
+        self._collector: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    async def infer(self, inputs: Tensors) -> Tensors:
+        if not self.batching or self._closed:
+            return await self._run_engine(inputs)
+        validate_inputs(self.engine.inputs, inputs)
+        pending = self._pending(inputs)
+        self._queue.append(pending)
+        self._wakeup.set()
+        if self._collector is None:
+            self._collector = asyncio.get_running_loop().create_task(self._collect())
+        return await pending.future
+
+    def _pending(self, inputs: Tensors) -> _Pending:
+        rows = {array.shape[0] for array in inputs.values()}
+        if len(rows) != 1:
+            raise InvalidInput(f"inputs disagree on the batch size (axis 0): {sorted(rows)}")
+        key = tuple(sorted((name, a.dtype.str, tuple(a.shape[1:])) for name, a in inputs.items()))
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        return _Pending(inputs, rows.pop(), key, future)
+
+    async def _run_engine(self, inputs: Tensors) -> Tensors:
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(self._executor, self.engine.infer, inputs)
+        if self._on_batch is not None:
+            self._on_batch(next(iter(inputs.values())).shape[0] if inputs else 0)
+        return outputs
+
+    async def _collect(self) -> None:
+        while True:
+            await self._slots.acquire()
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = await self._gather()
+            if not batch:
+                self._slots.release()
+                continue
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _pop_live(self) -> _Pending | None:
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():  # a request past its deadline is dropped
+                return item
+        return None
+
+    async def _gather(self) -> list[_Pending]:
+        first = self._pop_live()
+        if first is None:
+            return []
+        batch, rows = [first], first.rows
+        loop = asyncio.get_running_loop()
+        # Wait for company only while the engine is busy anyway: a lone client never pays it.
+        wait = self._running > 0 and self.config.max_queue_delay_us > 0
+        deadline = loop.time() + self.config.max_queue_delay_us / 1e6
+        while rows < self.config.max_batch_size:
+            if self._queue:
+                head = self._queue[0]
+                if head.future.done():
+                    self._queue.popleft()
+                    continue
+                if head.key != first.key or rows + head.rows > self.config.max_batch_size:
+                    break
+                batch.append(self._queue.popleft())
+                rows += head.rows
+                continue
+            remaining = deadline - loop.time()
+            if not wait or remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:  # not the builtin on Python 3.10
+                break
+        return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            if len(batch) == 1:
+                await self._settle(batch[0])
+                return
+            names = list(batch[0].inputs)
+            merged = {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
+            try:
+                outputs = await self._run_engine(merged)
+            except Exception:
+                log.warning("a batch of %d failed; retrying its requests one by one", len(batch))
+                for pending in batch:
+                    await self._settle(pending)
+                return
+            start = 0
+            for pending in batch:
+                stop = start + pending.rows
+                if not pending.future.done():
+                    pending.future.set_result({k: v[start:stop] for k, v in outputs.items()})
+                start = stop
+        finally:
+            self._running -= 1
+            self._slots.release()
+
+    async def _settle(self, pending: _Pending) -> None:
+        try:
+            outputs = await self._run_engine(pending.inputs)
+        except Exception as exc:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+            return
+        if not pending.future.done():
+            pending.future.set_result(outputs)
+
+    async def retire(self, grace_s: float = 60.0) -> None:
+        """Stop taking requests into batches; finish what is queued or running, then stop."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while (self._queue or self._running) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks = [t for t in (self._collector, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the model was unloaded"))
+        self._queue.clear()

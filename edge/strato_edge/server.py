@@ -1,0 +1,294 @@
+"""The edge daemon's HTTP surface: Open Inference Protocol v2, SageMaker hosting, /metrics.
+
+Bare Starlette (a pydantic layer halves throughput, see FACTS.md). Every body goes through
+`strato._codec`; every client mistake is a 4xx `{"error": ...}`, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Route
+from strato._codec import (
+    HEADER_LENGTH,
+    SAGEMAKER_BINARY,
+    decode_request,
+    dumps,
+    encode_response,
+    header_length_from,
+)
+from strato._errors import BundleError, InferenceError, InvalidInput
+
+from strato_edge.metrics import Metrics
+from strato_edge.store import ModelStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from starlette.requests import Request
+
+    from strato_edge.config import ServeConfig
+    from strato_edge.store import ServedModel
+
+__all__ = ["EdgeServer", "HttpError", "create_app"]
+
+log = logging.getLogger("strato.edge.server")
+
+SAGEMAKER_TARGET = "x-amzn-sagemaker-target-model"
+MODEL_VERSION = "X-Strato-Model-Version"
+PRECISION = "X-Strato-Precision"
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(value), status, headers, media_type="application/json")
+
+
+def _status_of(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, HttpError):
+        return exc.status, str(exc)
+    if isinstance(exc, InferenceError):
+        return exc.status_code, str(exc)
+    if isinstance(exc, asyncio.TimeoutError):
+        return 504, "the request ran past its deadline"
+    if isinstance(exc, BundleError):
+        return 503, f"the model cannot be loaded: {exc}"
+    log.exception("unexpected error", exc_info=exc)
+    return 500, f"internal error: {type(exc).__name__}"
+
+
+class EdgeServer:
+    """Route handlers over one `ModelStore`; `create_app` wires them into Starlette."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="strato-infer")
+        self.store = ModelStore(config.store, config, self.metrics, self.executor)
+        self._token = config.token.encode() if config.token else None
+
+    # --- guards --------------------------------------------------------------------------
+    def _authorize(self, request: Request) -> None:
+        if self._token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
+            raise HttpError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise HttpError(400, f"Content-Length must be an integer, got {declared!r}")
+            if int(declared) > limit:
+                raise HttpError(413, f"body of {declared} bytes exceeds the limit of {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # counted too: a chunked body has no Content-Length
+                raise HttpError(413, f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def guarded(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            try:
+                self._authorize(request)
+                return await handler(request)
+            except Exception as exc:
+                status, message = _status_of(exc)
+                return _json({"error": message}, status)
+
+        return route
+
+    # --- health and metadata -------------------------------------------------------------
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.store.ready
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        from strato import __version__
+
+        return _json(
+            {"name": "strato-edge", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    async def model_metadata(self, request: Request) -> Response:
+        served = await self._served(request)
+        metadata = dict(served.metadata)
+        metadata["versions"] = await asyncio.to_thread(self.store.installed, served.name)
+        return _json(metadata, headers=self._model_headers(served))
+
+    async def model_ready(self, request: Request) -> Response:
+        served = await self._served(request)
+        return _json(
+            {"name": served.name, "version": served.version, "ready": True},
+            headers=self._model_headers(served),
+        )
+
+    async def repository_index(self, request: Request) -> Response:
+        rows = [
+            {"name": name, "version": version, "state": "READY"}
+            for name, version in sorted(self.store.served().items())
+        ]
+        return _json(rows)
+
+    async def metrics_text(self, request: Request) -> Response:
+        text = self.metrics.render(self.store.queue_depth)
+        return Response(text, media_type="text/plain; version=0.0.4")
+
+    # --- inference -----------------------------------------------------------------------
+    async def _served(self, request: Request) -> ServedModel:
+        params = request.path_params
+        return await self.store.get(params["model"], params.get("version"))
+
+    @staticmethod
+    def _model_headers(served: ServedModel) -> dict[str, str]:
+        return {MODEL_VERSION: served.version, PRECISION: served.precision}
+
+    async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
+        label = "_unknown"
+        try:
+            self._authorize(request)
+            served = await self._served(request)
+            label = served.name
+            response = await self._infer(request, served, sagemaker=False)
+        except Exception as exc:
+            status, message = _status_of(exc)
+            response = _json({"error": message}, status)
+        self.metrics.request(label, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def invocations(self, request: Request) -> Response:
+        started = time.perf_counter()
+        label = "_unknown"
+        try:
+            self._authorize(request)
+            served = await self._sagemaker_target(request)
+            label = served.name
+            response = await self._infer(request, served, sagemaker=True)
+        except Exception as exc:
+            status, message = _status_of(exc)
+            response = _json({"error": message}, status)
+        self.metrics.request(label, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _sagemaker_target(self, request: Request) -> ServedModel:
+        target = request.headers.get(SAGEMAKER_TARGET)
+        served = self.store.served()
+        if target:
+            name = target.removesuffix(".tar.gz")
+            name, _, version = name.replace("/", ":").partition(":")
+            return await self.store.get(name, version or None)
+        if len(served) != 1:
+            raise HttpError(
+                400 if served else 404,
+                f"{len(served)} models are served ({sorted(served)}); name one in the "
+                "X-Amzn-SageMaker-Target-Model header",
+            )
+        return await self.store.get(next(iter(served)))
+
+    async def _infer(self, request: Request, served: ServedModel, *, sagemaker: bool) -> Response:
+        body = await self._body(request)
+        decoded = decode_request(body, header_length=header_length_from(request.headers))
+        outputs = await asyncio.wait_for(
+            served.batcher.infer(decoded.inputs), self.config.timeout_s
+        )
+        if decoded.outputs is None:
+            binary: bool | set[str] = decoded.binary_default
+        else:
+            unknown = sorted(set(decoded.outputs) - set(outputs))
+            if unknown:
+                raise InvalidInput(f"unknown output(s) {unknown}; the model has {sorted(outputs)}")
+            outputs = {name: outputs[name] for name in decoded.outputs}
+            binary = {name for name, wants in decoded.outputs.items() if wants}
+        payload, header_length = encode_response(
+            outputs,
+            model_name=served.name,
+            model_version=served.version,
+            id=decoded.id,
+            binary=binary,
+        )
+        headers = self._model_headers(served)
+        if header_length is None:
+            return Response(payload, 200, headers, media_type="application/json")
+        if sagemaker:
+            media = f"{SAGEMAKER_BINARY};json-header-size={header_length}"
+            return Response(payload, 200, headers, media_type=media)
+        headers[HEADER_LENGTH] = str(header_length)
+        return Response(payload, 200, headers, media_type="application/octet-stream")
+
+    # --- lifecycle -----------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.store.start()
+        watcher = None
+        if not self.store.single_bundle and self.config.watch_interval_s > 0:
+            watcher = asyncio.get_running_loop().create_task(
+                self.store.watch(self.config.watch_interval_s)
+            )
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await self.store.aclose()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Starlette's own 404/405 for unknown paths and methods, as `{"error": ...}` like the rest.
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return _json({"error": f"{request.method} {request.url.path}: {detail}"}, status)
+
+
+def create_app(config: ServeConfig) -> Starlette:
+    """The ASGI app for `config`; models load in its lifespan, before the port opens."""
+    server = EdgeServer(config)
+    g = server.guarded
+    routes = [
+        Route("/v2/health/live", server.live),
+        Route("/v2/health/ready", server.ready),
+        Route("/ping", server.ready),
+        Route("/v2", g(server.server_metadata)),
+        Route("/v2/models/{model}/infer", server.infer, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/infer", server.infer, methods=["POST"]),
+        Route("/v2/models/{model}", g(server.model_metadata)),
+        Route("/v2/models/{model}/versions/{version}", g(server.model_metadata)),
+        Route("/v2/models/{model}/ready", g(server.model_ready)),
+        Route("/v2/models/{model}/versions/{version}/ready", g(server.model_ready)),
+        Route("/v2/repository/index", g(server.repository_index), methods=["GET", "POST"]),
+        Route("/invocations", server.invocations, methods=["POST"]),
+        Route("/metrics", g(server.metrics_text)),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=server.lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.edge = server
+    return app

@@ -1,0 +1,224 @@
+"""The device store: which model versions this daemon serves, loaded and hot-swapped.
+
+Two layouts: a folder registry (`<store>/<name>/<version>/manifest.json` plus
+`<name>/aliases.json`), where each model is served at the version named by alias `current`,
+else `prod`, else the newest; or ONE bundle with `manifest.json` at the root (a SageMaker model
+directory). A watcher re-reads the store; when a served version changes, the new engine is
+loaded off the event loop and swapped in atomically while requests in flight finish on the old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from strato._bundle import MANIFEST, Bundle, Manifest
+from strato._engines import load_engine
+from strato._errors import ModelNotFound, StratoError
+from strato._registry import Registry
+from strato._transports.local import model_metadata
+
+from strato_edge.batcher import Batcher
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+    from pathlib import Path
+
+    from strato._engines import Engine
+
+    from strato_edge.config import ServeConfig
+    from strato_edge.metrics import Metrics
+
+__all__ = ["SERVED_ALIASES", "ModelStore", "ServedModel", "served_versions"]
+
+log = logging.getLogger("strato.edge.store")
+
+SERVED_ALIASES = ("current", "prod")
+
+
+@dataclass
+class ServedModel:
+    """One loaded (model, version): its engine, its batcher, its OIP metadata."""
+
+    name: str
+    version: str
+    engine: Engine
+    batcher: Batcher
+    metadata: dict[str, Any]
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+
+def served_versions(root: Path) -> dict[str, str]:
+    """name -> the version a daemon serves from `root` (blocking: reads the disk)."""
+    if (root / MANIFEST).is_file():
+        manifest = Manifest.read(root / MANIFEST)
+        return {manifest.name: manifest.version}
+    registry = Registry(root)
+    chosen: dict[str, str] = {}
+    for name in registry.models():
+        versions = registry.versions(name)
+        try:
+            aliases = registry.aliases(name)
+        except ValueError:  # a torn aliases.json cannot happen (atomic writes) but is survivable
+            aliases = {}
+        pick = next((aliases[a] for a in SERVED_ALIASES if aliases.get(a) in versions), None)
+        chosen[name] = pick or versions[-1]
+    return chosen
+
+
+class ModelStore:
+    """Loads and serves every model of a store folder; `refresh()` applies changes."""
+
+    def __init__(
+        self, root: Path, config: ServeConfig, metrics: Metrics, executor: Executor
+    ) -> None:
+        self.root = root
+        self.config = config
+        self.metrics = metrics
+        self.executor = executor
+        self.ready = False
+        self._served: dict[str, str] = {}
+        self._loaded: dict[tuple[str, str], ServedModel] = {}
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+        self._failed: dict[tuple[str, str], str] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def single_bundle(self) -> bool:
+        return (self.root / MANIFEST).is_file()
+
+    def served(self) -> dict[str, str]:
+        return dict(self._served)
+
+    def installed(self, name: str) -> list[str]:
+        if self.single_bundle:
+            return [self._served[name]] if name in self._served else []
+        return Registry(self.root).versions(name)
+
+    # --- loading -------------------------------------------------------------------------
+    def _load_blocking(self, name: str, version: str) -> ServedModel:
+        path = self.root if self.single_bundle else self.root / name / version
+        bundle = Bundle.load(path)  # verifies every sha256 before the engine sees a byte
+        if (bundle.name, bundle.version) != (name, version):
+            raise ModelNotFound(f"{path} holds {bundle.ref}, not {name}:{version}")
+        engine = load_engine(bundle, threads=self.config.threads)
+        batcher = Batcher(
+            engine,
+            self.config.batching_for(name),
+            self.executor,
+            on_batch=lambda size: self.metrics.batch(name, size),
+        )
+        metadata = model_metadata(engine)
+        metadata["parameters"]["version"] = version
+        return ServedModel(name, version, engine, batcher, metadata)
+
+    async def _ensure(self, name: str, version: str) -> ServedModel:
+        key = (name, version)
+        served = self._loaded.get(key)
+        if served is not None:
+            return served
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:
+            served = self._loaded.get(key)
+            if served is None:
+                served = await asyncio.to_thread(self._load_blocking, name, version)
+                self._loaded[key] = served
+        return served
+
+    async def start(self) -> None:
+        """Load every model the store names; a model that fails to load is logged, not fatal."""
+        wanted = await asyncio.to_thread(served_versions, self.root) if self.root.is_dir() else {}
+        for name, version in wanted.items():
+            try:
+                await self._ensure(name, version)
+            except StratoError as exc:
+                self._failed[(name, version)] = str(exc)
+                log.error("cannot serve %s:%s: %s", name, version, exc)
+                continue
+            self._served[name] = version
+        self.ready = True
+
+    # --- lookup --------------------------------------------------------------------------
+    async def get(self, name: str, version: str | None = None) -> ServedModel:
+        if version is None or version == self._served.get(name):
+            current = self._served.get(name)
+            if current is None:
+                raise ModelNotFound(
+                    f"model {name!r} is not served here (models: {sorted(self._served) or 'none'})"
+                )
+            return self._loaded[(name, current)]
+        loaded = self._loaded.get((name, version))
+        if loaded is not None:
+            return loaded
+        installed = await asyncio.to_thread(self.installed, name)
+        if version not in installed:
+            raise ModelNotFound(f"{name} has no installed version {version!r} (has {installed})")
+        return await self._ensure(name, version)
+
+    def queue_depth(self) -> dict[str, int]:
+        depth: dict[str, int] = {}
+        for (name, _), served in self._loaded.items():
+            depth[name] = depth.get(name, 0) + served.batcher.depth
+        return depth
+
+    # --- hot swap ------------------------------------------------------------------------
+    async def refresh(self) -> list[str]:
+        """Apply changes of the store; returns `name:version` of each model newly served."""
+        try:
+            wanted = await asyncio.to_thread(served_versions, self.root)
+        except (StratoError, OSError, ValueError) as exc:
+            log.warning("cannot read store %s: %s", self.root, exc)
+            return []
+        swapped = []
+        for name, version in wanted.items():
+            if self._served.get(name) == version or (name, version) in self._failed:
+                continue
+            try:
+                await self._ensure(name, version)
+            except StratoError as exc:
+                self._failed[(name, version)] = str(exc)
+                log.error(
+                    "keeping %s:%s; cannot load %s: %s", name, self._served.get(name), version, exc
+                )
+                continue
+            previous = self._served.get(name)
+            self._served[name] = version  # the swap: later requests see the new engine
+            self.metrics.swap(name)
+            swapped.append(f"{name}:{version}")
+            log.info("serving %s:%s (was %s)", name, version, previous)
+            if previous is not None:
+                self._retire(name, previous)
+        for name in set(self._served) - set(wanted):
+            log.info("model %s left the store; no longer served", name)
+            self._retire(name, self._served.pop(name))
+        return swapped
+
+    def _retire(self, name: str, version: str) -> None:
+        served = self._loaded.pop((name, version), None)
+        if served is not None:
+            task = asyncio.get_running_loop().create_task(served.batcher.retire())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def watch(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # the watcher must outlive any one bad refresh
+                log.exception("store refresh failed")
+
+    async def aclose(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        for served in self._loaded.values():
+            with contextlib.suppress(Exception):
+                await served.batcher.aclose()
+        self._loaded.clear()
+        self._served.clear()
