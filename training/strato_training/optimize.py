@@ -1,0 +1,201 @@
+"""Registry-level steps: calibrate and quantize a published version into the next version.
+
+`optimize_bundle(registry, ref, dataset)` is the one call the quickstart makes: calibration on
+the validation split, int8-static (QDQ + QOperator) with the accuracy gate on the test split,
+latency of fp32 and every accurate artifact on this machine, and `serving.default` set to the
+fastest accurate artifact (never one slower than fp32). Returns the new `ModelRef` and a summary.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from strato._errors import BundleError
+
+from strato_training.bundle_edit import add_artifacts
+from strato_training.calibrate import calibrate
+from strato_training.quantize import (
+    evaluate_artifact,
+    gate,
+    measure_latency,
+    pick_default,
+    predict_logits,
+    quantize,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy as np
+    from strato._bundle import Artifact, Bundle
+    from strato._registry import ModelRef, Registry
+
+__all__ = ["Dataset", "Split", "calibrate_bundle", "optimize_bundle", "quantize_bundle"]
+
+
+class Split(Protocol):
+    x: np.ndarray[Any, Any]
+    y: np.ndarray[Any, Any]
+
+
+class Dataset(Protocol):
+    """What `strato_training.data.load_dataset` returns (only these attributes are read)."""
+
+    @property
+    def train(self) -> Split: ...
+    @property
+    def val(self) -> Split: ...
+    @property
+    def test(self) -> Split: ...
+
+
+def _fp32(bundle: Bundle) -> Artifact:
+    for artifact in bundle.models("onnx"):
+        if artifact.precision in (None, "fp32"):
+            return artifact
+    raise BundleError(f"{bundle.ref} has no fp32 ONNX artifact to start from")
+
+
+def _say(on_step: Callable[[str], None] | None, text: str) -> None:
+    if on_step is not None:
+        on_step(text)
+
+
+def calibration_for(bundle: Bundle, dataset: Dataset, target_precision: float) -> dict[str, Any]:
+    logits = predict_logits(bundle.path_of(_fp32(bundle)), dataset.val.x)
+    return calibrate(logits, dataset.val.y, target_precision=target_precision).to_manifest()
+
+
+def calibrate_bundle(
+    registry: Registry,
+    ref: str | ModelRef,
+    dataset: Dataset,
+    *,
+    target_precision: float = 0.99,
+) -> tuple[ModelRef, dict[str, Any]]:
+    """Temperature + ECE + cascade threshold into `manifest.calibration` of the next version."""
+    bundle = registry.open(ref)
+    found = calibration_for(bundle, dataset, target_precision)
+    new_ref = add_artifacts(registry, bundle.ref, calibration=found, note="calibrate")
+    return new_ref, {"ref": str(new_ref), "from": bundle.ref, "calibration": found}
+
+
+def _measure(
+    bundle: Bundle,
+    workdir: Path,
+    dataset: Dataset,
+    modes: Sequence[str],
+    samples: int,
+    on_step: Callable[[str], None] | None,
+) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    fp32 = _fp32(bundle)
+    fp32_file = bundle.path_of(fp32)
+    made = []
+    for mode in modes:
+        _say(on_step, f"quantize {mode}")
+        made += quantize(fp32_file, workdir, mode, calibration_x=dataset.train.x, samples=samples)
+    _say(on_step, "evaluate on the test split")
+    reference = predict_logits(fp32_file, dataset.test.x)
+    metrics = {
+        fp32.path: evaluate_artifact(
+            fp32_file, dataset.test.x, dataset.test.y, reference, fp32.size
+        )
+    }
+    for item in made:
+        found = evaluate_artifact(
+            workdir / item.path, dataset.test.x, dataset.test.y, reference, fp32.size
+        )
+        metrics[item.path] = {**found, "precision": item.precision, "format": item.format}
+    return made, metrics
+
+
+def quantize_bundle(
+    registry: Registry,
+    ref: str | ModelRef,
+    dataset: Dataset,
+    *,
+    modes: Sequence[str] = ("int8-static",),
+    samples: int = 256,
+    max_drop: float = 1.0,
+    force: bool = False,
+    calibration: dict[str, Any] | None = None,
+    latency_batch: int = 32,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[ModelRef, dict[str, Any]]:
+    """Quantize, gate, time, pick the default and publish the next version of `ref`."""
+    bundle = registry.open(ref)
+    fp32 = _fp32(bundle)
+    with tempfile.TemporaryDirectory(prefix="strato-quantize-") as tmp:
+        workdir = Path(tmp)
+        made, metrics = _measure(bundle, workdir, dataset, modes, samples, on_step)
+        gate({m.path: metrics[m.path] for m in made}, max_drop=max_drop, force=force)
+        _say(on_step, f"latency at batch {latency_batch} on this CPU")
+        paths = [bundle.path_of(fp32)] + [workdir / m.path for m in made]
+        timed = measure_latency(paths, dataset.test.x, batch=latency_batch)
+        latency = {
+            rel: timed[str(p)]
+            for rel, p in zip([fp32.path] + [m.path for m in made], paths, strict=True)
+        }
+        for path, timing in latency.items():
+            metrics[path]["latency"] = timing
+        default, reason = pick_default(fp32.path, latency, metrics)
+        serving = {
+            "default": default,
+            "default_reason": reason,
+            "measured_on": f"onnxruntime CPU, {platform.machine()} {platform.processor() or ''}".strip(),
+        }
+        files = [(workdir / m.path, m.artifact_spec()) for m in made]
+        _say(on_step, "publish")
+        new_ref = add_artifacts(
+            registry,
+            bundle.ref,
+            files,
+            metrics=metrics,
+            calibration=calibration,
+            serving=serving,
+            note="quantize " + ", ".join(modes),
+        )
+    summary = {
+        "ref": str(new_ref),
+        "from": bundle.ref,
+        "fp32": fp32.path,
+        "default": default,
+        "default_reason": reason,
+        "artifacts": metrics,
+    }
+    if calibration is not None:
+        summary["calibration"] = calibration
+    return new_ref, summary
+
+
+def optimize_bundle(
+    registry: Registry,
+    ref: str | ModelRef,
+    dataset: Dataset,
+    *,
+    samples: int = 256,
+    max_drop: float = 1.0,
+    force: bool = False,
+    target_precision: float = 0.99,
+    modes: Sequence[str] = ("int8-static",),
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[ModelRef, dict[str, Any]]:
+    """Calibrate + int8-static (QDQ and QOperator) + accuracy gate + fastest default, published
+    as ONE new version. The summary holds calibration, per-artifact metrics and the default."""
+    bundle = registry.open(ref)
+    _say(on_step, "calibrate on the validation split")
+    found = calibration_for(bundle, dataset, target_precision)
+    return quantize_bundle(
+        registry,
+        bundle.ref,
+        dataset,
+        modes=modes,
+        samples=samples,
+        max_drop=max_drop,
+        force=force,
+        calibration=found,
+        on_step=on_step,
+    )
