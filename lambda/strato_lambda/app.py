@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["configure", "handler", "metrics", "resolver", "service"]
 
-# Health probes add no metric of their own; an empty flush is expected, not a warning.
-warnings.filterwarnings("ignore", message="No application metrics to publish")
-
 _settings = Settings.resolve()
 logger = Logger(service=_settings.service)
 tracer = Tracer(service=_settings.service)
@@ -242,8 +239,7 @@ def _direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """The Lambda entry point: an HTTP API v2 event or a strato envelope."""
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     load_seconds = service().take_load_seconds()
     if load_seconds is not None:
         metrics.add_metric(
@@ -259,6 +255,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return resolver.resolve(event, context)
     _count_error("UnknownEvent")
     return _error_envelope(400, "not an API Gateway HTTP API (2.0) event nor a strato envelope")
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The Lambda entry point: an HTTP API v2 event or a strato envelope."""
+    with warnings.catch_warnings():
+        # Health probes add no metric of their own: an empty flush is expected, not a warning.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        answer: dict[str, Any] = _handle(event, context)
+        return answer
 
 
 # Load at init (Lambda's init phase runs at full CPU and before the first request's clock).

@@ -1,7 +1,190 @@
-"""Typer sub-app for this package (filled in by its issue)."""
+"""`strato cloud …`: the local Lambda emulator, SageMaker packaging and SAM deploy parameters.
+
+Nothing heavy is imported until a command runs (`strato --help` stays light).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="(not built yet)", no_args_is_help=True)
+app = typer.Typer(
+    help="The cloud tier: run the Lambda function locally, package for SageMaker, deploy with SAM.",
+    no_args_is_help=True,
+)
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        "-r",
+        help="Registry root: a folder or s3://bucket/prefix.",
+        envvar="STRATO_REGISTRY",
+        show_default=".strato/registry",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _print_json(value: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _serve_until_stopped(emulator: Any) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    emulator.start()
+    try:
+        stop.wait()
+    finally:
+        emulator.stop()
+
+
+@app.command("local")
+def local(
+    model_uri: Annotated[
+        str,
+        typer.Option(
+            "--model-uri",
+            envvar="STRATO_MODEL_URI",
+            help="s3://bucket/prefix/NAME@ALIAS | …/NAME/VERSION, a bundle folder, or REGISTRY_DIR/NAME@ALIAS.",
+        ),
+    ],
+    function_name: Annotated[
+        str, typer.Option(help="Function name boto3 invokes.")
+    ] = "strato-infer",
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Lambda Invoke API port (0: any free port).")] = 3001,
+    api_port: Annotated[
+        int | None, typer.Option(help="HTTP API port; default: the same port as --port.")
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STRATO_S3_ENDPOINT", help="S3 endpoint for s3:// models (moto, MinIO)."
+        ),
+    ] = None,
+    memory: Annotated[int, typer.Option(help="Memory size the context reports, MB.")] = 1024,
+) -> None:
+    """Serve the Lambda function on 127.0.0.1 like `sam local start-lambda` + `start-api`.
+
+    Example: strato cloud local --model-uri .strato/registry/digits-mlp@prod --port 3001
+    """
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
+    from strato_lambda import app as function
+    from strato_lambda.emulator import Emulator
+    from strato_lambda.settings import Settings
+
+    service = function.configure(Settings.resolve(model_uri=model_uri, s3_endpoint=s3_endpoint))
+    if not service.try_load():
+        typer.secho(f"error: {service.error}", fg="red", err=True)
+        raise typer.Exit(2)
+    model = service.load()
+    emulator = Emulator(
+        function.handler,
+        function_name=function_name,
+        host=host,
+        port=port,
+        api_port=api_port,
+        memory_mb=memory,
+    )
+    typer.echo(
+        f"strato cloud local ready: lambda={emulator.lambda_url} api={emulator.api_url} "
+        f"function={function_name} model={model.name}:{model.version} "
+        f"precision={model.engine.precision} load_ms={model.load_seconds * 1000:.0f}"
+    )
+    sys.stdout.flush()  # tests and the demo wait for the ready line
+    _serve_until_stopped(emulator)
+
+
+@app.command("package")
+def package(
+    source: Annotated[
+        str, typer.Argument(help="A bundle folder, or NAME / NAME:VERSION / NAME@ALIAS.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Archive to write.")] = Path(
+        "model.tar.gz"
+    ),
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the SageMaker `model.tar.gz` for a bundle (extracted to /opt/ml/model).
+
+    Example: strato cloud package digits-mlp@prod --output model.tar.gz
+    """
+    from rich.progress import Progress
+
+    from strato_lambda.packaging import open_bundle, sagemaker_archive
+
+    bundle = open_bundle(source, registry)
+    with Progress(transient=True, disable=as_json) as progress:
+        task = progress.add_task(f"packing {bundle.ref}", total=len(bundle.manifest.artifacts))
+        digest = sagemaker_archive(bundle, output, progress=lambda _: progress.advance(task))
+    size = output.stat().st_size
+    info: dict[str, Any] = {
+        "model": bundle.ref,
+        "path": str(output),
+        "bytes": size,
+        "sha256": digest,
+    }
+    if as_json:
+        _print_json(info)
+        return
+    typer.echo(f"{output}  {bundle.ref}  {size / 1024:.1f} KiB  sha256 {digest[:16]}")
+
+
+@app.command("params")
+def params(
+    ref: Annotated[
+        str, typer.Argument(help="NAME, NAME:VERSION (pinned) or NAME@ALIAS (followed).")
+    ],
+    registry: RegistryOpt = None,
+    prefix: Annotated[
+        str, typer.Option(help="Where the registry lives in the stack's model bucket.")
+    ] = "registry",
+    stage: Annotated[str | None, typer.Option(help="Stage parameter (dev, prod…).")] = None,
+    memory: Annotated[int | None, typer.Option(help="Lambda MemorySize in MB.")] = None,
+    architecture: Annotated[str | None, typer.Option(help="arm64 or x86_64.")] = None,
+    sagemaker_image: Annotated[
+        str | None,
+        typer.Option(help="ECR image URI: also deploy the SageMaker Serverless endpoint."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print `sam deploy --parameter-overrides …` serving a registry model, and its uploads.
+
+    Example: strato cloud params digits-mlp@prod --stage prod
+    """
+    from strato_lambda.packaging import sam_parameters
+
+    result = sam_parameters(
+        ref,
+        registry=registry,
+        prefix=prefix,
+        stage=stage,
+        memory=memory,
+        architecture=architecture,
+        sagemaker_image=sagemaker_image,
+    )
+    if as_json:
+        _print_json(
+            {
+                "parameter_overrides": result.overrides,
+                "command": result.command,
+                "uploads": result.uploads,
+            }
+        )
+        return
+    typer.echo("# upload the model to the stack's bucket (output ModelBucketName):")
+    for line in result.uploads:
+        typer.echo(line)
+    typer.echo(result.command)

@@ -29,9 +29,7 @@ class InvocationContext:
 
     @property
     def invoked_function_arn(self) -> str:
-        return (
-            f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
-        )
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
 
     @property
     def log_group_name(self) -> str:
