@@ -1,0 +1,138 @@
+"""Every route of the edge server over real HTTP, with JSON and binary bodies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from strato._codec import HEADER_LENGTH, decode_response, encode_request
+from strato._engines import load_engine
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _infer(client, path, inputs, *, binary, **kwargs):
+    body, length = encode_request(inputs, binary=binary, binary_outputs=binary, **kwargs)
+    headers = {HEADER_LENGTH: str(length)} if length is not None else {}
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    raw = response.headers.get(HEADER_LENGTH)
+    return response, decode_response(response.content, header_length=int(raw) if raw else None)
+
+
+def test_health_and_server_metadata(tiny_server):
+    with tiny_server.client() as http:
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.get("/v2/health/ready").json() == {"ready": True}
+        meta = http.get("/v2").json()
+        assert meta["name"] == "strato-edge"
+        assert "binary_tensor_data" in meta["extensions"]
+
+
+def test_model_metadata_carries_strato_parameters(tiny_server):
+    with tiny_server.client() as http:
+        response = http.get("/v2/models/tiny")
+        assert response.status_code == 200
+        meta = response.json()
+        assert response.headers["X-Strato-Model-Version"] == "1"  # prod -> 1
+        assert response.headers["X-Strato-Precision"] == "fp32"
+        assert meta["versions"] == ["1", "2"]
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+        assert meta["parameters"]["labels"] == [str(i) for i in range(10)]
+        assert meta["parameters"]["calibration"]["cascade_threshold"] == 0.8
+        versioned = http.get("/v2/models/tiny/versions/2")
+        assert versioned.headers["X-Strato-Model-Version"] == "2"
+        assert http.get("/v2/models/tiny/ready").status_code == 200
+        assert http.get("/v2/models/tiny/versions/2/ready").json()["ready"] is True
+        assert http.get("/v2/models/tiny/versions/9/ready").status_code == 404
+        assert http.post("/v2/repository/index").json() == [
+            {"name": "tiny", "version": "1", "state": "READY"}
+        ]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_infer_matches_the_local_engine(tiny_server, tiny_registry, digit_batch, binary):
+    expected = load_engine(tiny_registry.open("tiny:1")).infer({"input": digit_batch})["logits"]
+    with tiny_server.client() as http:
+        response, decoded = _infer(
+            http, "/v2/models/tiny/infer", {"input": digit_batch}, binary=binary, id="req-7"
+        )
+    assert (HEADER_LENGTH in response.headers) is binary
+    assert response.headers["X-Strato-Model-Version"] == "1"
+    assert decoded.model_name == "tiny" and decoded.model_version == "1" and decoded.id == "req-7"
+    np.testing.assert_allclose(decoded.outputs["logits"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_versioned_infer_uses_that_version(tiny_server, tiny_registry, digit_batch):
+    expected = load_engine(tiny_registry.open("tiny:2")).infer({"input": digit_batch})["logits"]
+    with tiny_server.client() as http:
+        response, decoded = _infer(
+            http, "/v2/models/tiny/versions/2/infer", {"input": digit_batch}, binary=True
+        )
+    assert response.headers["X-Strato-Model-Version"] == "2"
+    np.testing.assert_allclose(decoded.outputs["logits"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_requested_outputs_choose_json_or_binary_per_output(tiny_server, digit_batch):
+    body, length = encode_request(
+        {"input": digit_batch}, binary=False, outputs=["logits"], binary_outputs=False
+    )
+    with tiny_server.client() as http:
+        response = http.post("/v2/models/tiny/infer", content=body)
+        assert HEADER_LENGTH not in response.headers
+        assert response.json()["outputs"][0]["shape"] == [4, 10]
+        body, length = encode_request({"input": digit_batch}, binary=True, outputs=["logits"])
+        response = http.post(
+            "/v2/models/tiny/infer", content=body, headers={HEADER_LENGTH: str(length)}
+        )
+        assert int(response.headers[HEADER_LENGTH]) < len(response.content)
+
+
+def test_metrics_count_requests_latency_batches_and_queue(tiny_server, digit_batch):
+    with tiny_server.client() as http:
+        _infer(http, "/v2/models/tiny/infer", {"input": digit_batch}, binary=True)
+        http.post("/v2/models/tiny/infer", content=b"{")
+        text = http.get("/metrics").text
+    assert 'strato_edge_requests_total{model="tiny",status="200"} 1' in text
+    assert 'strato_edge_requests_total{model="tiny",status="400"} 1' in text
+    assert 'strato_edge_request_duration_seconds_count{model="tiny"} 2' in text
+    assert 'strato_edge_batch_size_bucket{model="tiny",le="4"} 1' in text
+    assert 'strato_edge_queue_depth{model="tiny"} 0' in text
+
+
+def test_token_guards_every_route_but_health(tiny_registry, edge_server, digit_batch):
+    from pathlib import Path
+
+    server = edge_server(Path(tiny_registry.url), token="s3cret")
+    body, length = encode_request({"input": digit_batch})
+    headers = {HEADER_LENGTH: str(length)}
+    with server.client() as http:
+        assert http.get("/v2/health/ready").status_code == 200
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.get("/ping").status_code == 200
+        for method, path in [
+            ("GET", "/v2"),
+            ("GET", "/v2/models/tiny"),
+            ("GET", "/v2/models/tiny/ready"),
+            ("GET", "/metrics"),
+            ("POST", "/v2/repository/index"),
+        ]:
+            response = http.request(method, path)
+            assert response.status_code == 401, path
+            assert "error" in response.json()
+        assert http.post("/v2/models/tiny/infer", content=body, headers=headers).status_code == 401
+        wrong = {**headers, "Authorization": "Bearer nope"}
+        assert http.post("/v2/models/tiny/infer", content=body, headers=wrong).status_code == 401
+        good = {**headers, "Authorization": "Bearer s3cret"}
+        assert http.post("/v2/models/tiny/infer", content=body, headers=good).status_code == 200
+        assert http.get("/v2/models/tiny", headers=good).status_code == 200
+
+
+def test_public_bind_needs_a_token():
+    from strato._errors import ConfigError
+    from strato_edge.config import ServeConfig
+
+    with pytest.raises(ConfigError, match="token"):
+        ServeConfig(host="0.0.0.0")
+    assert ServeConfig(host="0.0.0.0", token="t").token == "t"
+    assert ServeConfig(host="0.0.0.0", insecure=True).insecure
+    assert ServeConfig(host="::1").host == "::1"
