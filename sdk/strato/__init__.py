@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from . import policies
+from ._async_client import AsyncClient
+from ._breaker import BreakerConfig
 from ._bundle import Artifact, Bundle, Manifest
 from ._client import Classification, Client, Prediction
 from ._errors import (
@@ -23,20 +26,26 @@ from ._errors import (
     Unavailable,
 )
 from ._messages import InferRequest, InferResponse
+from ._outbox import Queued
 from ._registry import ModelRef, Registry
 from ._tensors import TensorSpec
-from ._transports import AsyncTransport, Local, Transport
+from ._transports import AsyncEdge, AsyncTransport, Edge, Lambda, Local, SageMaker, Transport
+from .policies import Retry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Artifact",
+    "AsyncClient",
+    "AsyncEdge",
     "AsyncTransport",
+    "BreakerConfig",
     "Bundle",
     "BundleError",
     "Classification",
     "Client",
     "ConfigError",
+    "Edge",
     "EngineMismatch",
     "ExportError",
     "InferRequest",
@@ -44,6 +53,7 @@ __all__ = [
     "InferenceError",
     "IntegrityError",
     "InvalidInput",
+    "Lambda",
     "Local",
     "Manifest",
     "ModelNotFound",
@@ -51,7 +61,10 @@ __all__ = [
     "ParityError",
     "Prediction",
     "QuantizationError",
+    "Queued",
     "Registry",
+    "Retry",
+    "SageMaker",
     "SignatureError",
     "StratoError",
     "TensorSpec",
@@ -61,4 +74,5 @@ __all__ = [
     "TransportError",
     "Unavailable",
     "__version__",
+    "policies",
 ]

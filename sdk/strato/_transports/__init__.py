@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .aws import Lambda, SageMaker
 from .base import AsyncTransport, Transport
+from .edge import AsyncEdge, Edge
 from .local import Local
 
-__all__ = ["AsyncTransport", "Local", "Transport"]
+__all__ = ["AsyncEdge", "AsyncTransport", "Edge", "Lambda", "Local", "SageMaker", "Transport"]
