@@ -297,11 +297,14 @@ def decode_response(body: bytes, *, header_length: int | None = None) -> Decoded
     for raw in header["outputs"]:
         name, array, offset = _tensor(raw, binary, offset)
         outputs[name] = array
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput("the response's 'parameters' must be an object")
     request_id = header.get("id")
     return DecodedResponse(
         outputs=outputs,
         model_name=str(header.get("model_name", "")),
         model_version=str(header.get("model_version", "")),
         id=str(request_id) if request_id is not None else None,
-        parameters=dict(header.get("parameters") or {}),
+        parameters=dict(parameters),
     )
