@@ -1,0 +1,273 @@
+"""Quantization on digits: int8 size and accuracy gate, QuantizationError, fp16 in ORT, the default."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from strato import Bundle, QuantizationError, Registry, TensorSpec
+from strato._bundle import make_bundle
+from strato._cli import app
+from strato._engines import load_engine
+from strato_training.data import Dataset, load_dataset
+from strato_training.optimize import optimize_bundle, quantize_bundle
+from strato_training.quantize import pick_default
+from typer.testing import CliRunner
+
+
+def write_mlp(path: Path, weights: list[np.ndarray], biases: list[np.ndarray]) -> None:
+    """An MLP ONNX (Flatten → Gemm/Relu … → logits) with a dynamic batch axis."""
+    nodes = [helper.make_node("Flatten", ["input"], ["h0"], axis=1)]
+    inits = []
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        last = i == len(weights) - 1
+        out = "logits" if last else f"g{i + 1}"
+        nodes.append(helper.make_node("Gemm", [f"h{i}", f"w{i}", f"b{i}"], [out]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [out], [f"h{i + 1}"]))
+        inits += [
+            numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(b.astype(np.float32), f"b{i}"),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def publish_mlp(
+    registry: Registry,
+    root: Path,
+    name: str,
+    weights: list[np.ndarray],
+    biases: list[np.ndarray],
+    labels: tuple[str, ...],
+) -> None:
+    root.mkdir(parents=True)
+    write_mlp(root / "model.onnx", weights, biases)
+    bundle = make_bundle(
+        root,
+        name=name,
+        version="1",
+        inputs=[TensorSpec("input", "FP32", (-1, 1, 28, 28))],
+        outputs=[TensorSpec("logits", "FP32", (-1, 10))],
+        artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
+        labels=labels,
+        opset=17,
+    )
+    registry.publish(bundle)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="module")
+def mlp_weights(digits: Dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from sklearn.neural_network import MLPClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: 60 iterations are plenty here
+        clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=60, random_state=0)
+        clf.fit(digits.train.x.reshape(len(digits.train), -1), digits.train.y)
+    return list(clf.coefs_), list(clf.intercepts_)
+
+
+@pytest.fixture
+def mlp_registry(tmp_path: Path, mlp_weights: Any, digits: Dataset) -> Registry:
+    registry = Registry(tmp_path / "registry")
+    publish_mlp(registry, tmp_path / "src", "digits-mlp", *mlp_weights, digits.labels)
+    return registry
+
+
+def op_types(path: Path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_optimize_bundle_publishes_gated_int8_with_calibration(
+    mlp_registry: Registry, digits: Dataset
+) -> None:
+    ref, summary = optimize_bundle(mlp_registry, "digits-mlp:1", digits)
+    assert str(ref) == "digits-mlp:2"
+    bundle = mlp_registry.open(ref)
+    manifest = bundle.manifest
+    paths = {a.path: a for a in manifest.artifacts}
+    qdq, qop = paths["model.int8.qdq.onnx"], paths["model.int8.qoperator.onnx"]
+    assert (qdq.precision, qdq.format, qop.precision, qop.format) == (
+        "int8",
+        "qdq",
+        "int8",
+        "qoperator",
+    )
+    assert "QuantizeLinear" in op_types(bundle.path_of(qdq))
+    assert op_types(bundle.path_of(qop)) & {"QGemm", "QLinearMatMul", "MatMulInteger"}
+    fp32 = manifest.metrics["model.onnx"]
+    assert fp32["accuracy"] > 0.9
+    for path in ("model.int8.qdq.onnx", "model.int8.qoperator.onnx"):
+        found = manifest.metrics[path]
+        assert found["size_ratio"] <= 0.3
+        assert found["size"] == paths[path].size
+        assert found["accuracy_drop_points"] <= 1.0 and found["gate"] == "passed"
+        assert found["agreement"] >= 0.97
+        assert found["latency"]["p50_ms"] > 0
+    default = manifest.serving["default"]
+    assert default in paths
+    assert manifest.metrics[default]["latency"]["p50_ms"] <= fp32["latency"]["p50_ms"]
+    assert summary["default"] == default
+    assert set(manifest.calibration) >= {
+        "temperature",
+        "ece_before",
+        "ece_after",
+        "cascade_threshold",
+        "edge_share",
+    }
+    assert manifest.extra["parent"] == "digits-mlp:1"
+    # The runtime serves the measured default, and picks int8 on request.
+    assert load_engine(bundle, prefer_tensorrt=False).artifact.path == default
+    engine = load_engine(bundle, precision="int8")
+    logits = engine.infer({"input": digits.test.x[:8]})["logits"]
+    assert logits.shape == (8, 10) and logits.dtype == np.float32
+
+
+def sabotaged_weights(mlp_weights: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The same MLP plus one dead-weight hidden unit that always outputs 1e4: the int8
+    activation range of the hidden layer then spans 0..1e4 and the real units round to 0."""
+    (w1, w2), (b1, b2) = mlp_weights
+    w1 = np.concatenate([w1, np.zeros((w1.shape[0], 1))], axis=1)
+    b1 = np.append(b1, 1e4)
+    w2 = np.concatenate([w2, np.zeros((1, w2.shape[1]))], axis=0)
+    return [w1, w2], [b1, b2]
+
+
+def test_accuracy_gate_refuses_a_model_int8_breaks(
+    tmp_path: Path, mlp_weights: Any, digits: Dataset
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    publish_mlp(
+        registry, tmp_path / "src", "fragile", *sabotaged_weights(mlp_weights), digits.labels
+    )
+    with pytest.raises(QuantizationError, match=r"model\.int8\.(qdq|qoperator)\.onnx loses"):
+        quantize_bundle(registry, "fragile:1", digits, max_drop=1.0)
+    assert registry.versions("fragile") == ["1"]  # nothing published
+
+    ref, summary = quantize_bundle(registry, "fragile:1", digits, force=True)
+    failed = [p for p, m in summary["artifacts"].items() if m.get("gate") == "failed"]
+    assert failed
+    assert registry.manifest(ref).serving["default"] not in failed
+
+
+def test_tiny_max_drop_is_enforced(mlp_registry: Registry, digits: Dataset) -> None:
+    with pytest.raises(QuantizationError, match=r"max drop -5\.0"):
+        quantize_bundle(
+            mlp_registry, "digits-mlp:1", digits, max_drop=-5.0, modes=("int8-dynamic",)
+        )
+
+
+def test_fp16_artifact_runs_in_onnx_runtime_with_fp32_io(
+    mlp_registry: Registry, digits: Dataset
+) -> None:
+    ref, summary = quantize_bundle(mlp_registry, "digits-mlp:1", digits, modes=("fp16",))
+    bundle = Bundle.load(mlp_registry.open(ref).root)
+    artifact = bundle.manifest.artifact("model.fp16.onnx")
+    assert artifact.precision == "fp16"
+    assert 0.4 < summary["artifacts"]["model.fp16.onnx"]["size_ratio"] < 0.6
+    assert summary["artifacts"]["model.fp16.onnx"]["agreement"] >= 0.99
+    engine = load_engine(bundle, precision="fp16")
+    assert engine.artifact.path == "model.fp16.onnx"
+    out = engine.infer({"input": digits.test.x[:4]})["logits"]
+    assert out.dtype == np.float32
+    reference = load_engine(bundle, precision="fp32").infer({"input": digits.test.x[:4]})["logits"]
+    np.testing.assert_allclose(out, reference, atol=0.05, rtol=0.02)
+
+
+def test_dynamic_int8_artifact(mlp_registry: Registry, digits: Dataset) -> None:
+    ref, summary = quantize_bundle(mlp_registry, "digits-mlp:1", digits, modes=("int8-dynamic",))
+    found = summary["artifacts"]["model.int8.dynamic.onnx"]
+    assert found["format"] == "dynamic" and found["size_ratio"] <= 0.3
+    assert "DynamicQuantizeLinear" in op_types(
+        mlp_registry.open(ref).path_of("model.int8.dynamic.onnx")
+    )
+
+
+def test_pick_default_never_serves_slower_failed_or_marginal_artifacts() -> None:
+    def timing(ms: float) -> dict[str, float]:
+        return {"p50_ms": ms, "p99_ms": ms, "batch": 32}
+
+    latency = {
+        "fp32": timing(1.0),
+        "slow": timing(2.0),
+        "fast_bad": timing(0.2),
+        "tie": timing(0.98),
+    }
+    metrics = {
+        "slow": {"gate": "passed"},
+        "fast_bad": {"gate": "failed"},
+        "tie": {"gate": "passed"},
+    }
+    assert pick_default("fp32", latency, metrics)[0] == "fp32"
+    latency["good"] = timing(0.5)
+    metrics["good"] = {"gate": "passed"}
+    assert pick_default("fp32", latency, metrics) == (
+        "good",
+        "0.500 ms vs fp32 1.000 ms at batch 32",
+    )
+
+
+def test_unknown_mode_and_bad_samples_are_config_errors(
+    mlp_registry: Registry, digits: Dataset
+) -> None:
+    from strato import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown quantization mode"):
+        quantize_bundle(mlp_registry, "digits-mlp:1", digits, modes=("int4",))
+    with pytest.raises(ConfigError, match="samples"):
+        quantize_bundle(mlp_registry, "digits-mlp:1", digits, samples=0)
+
+
+def test_strato_quantize_cli_json(mlp_registry: Registry) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "digits-mlp:1",
+            "--mode",
+            "int8-static",
+            "--registry",
+            mlp_registry.url,
+            "--samples",
+            "64",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["ref"] == "digits-mlp:2"
+    assert {"model.onnx", "model.int8.qdq.onnx", "model.int8.qoperator.onnx"} <= set(
+        printed["artifacts"]
+    )
+
+
+def test_strato_quantize_cli_table_shows_both_precisions(mlp_registry: Registry) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["quantize", "digits-mlp:1", "--calibrate", "--registry", mlp_registry.url],
+        env={"COLUMNS": "160"},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "model.onnx" in result.output and "int8/qoperator" in result.output
+    assert "serving default" in result.output and "cascade threshold" in result.output
