@@ -116,7 +116,7 @@ def _cuda_runtime_version() -> str | None:
         err, version = cudart.cudaRuntimeGetVersion()
     except Exception:
         return None
-    if int(err) != 0:
+    if getattr(err, "value", err) != 0:
         return None
     return f"{version // 1000}.{(version % 1000) // 10}"
 
@@ -150,7 +150,7 @@ def _cuda_compute_capability() -> str | None:
         err, props = cudart.cudaGetDeviceProperties(0)
     except Exception:
         return None
-    return f"{props.major}.{props.minor}" if int(err) == 0 else None
+    return f"{props.major}.{props.minor}" if getattr(err, "value", err) == 0 else None
 
 
 def compute_capability(jetson_model: str | None = None) -> str | None:

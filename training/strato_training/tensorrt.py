@@ -92,7 +92,9 @@ def _model_traits(onnx_path: Path) -> tuple[bool, bool]:
 def _parse(
     trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool
 ) -> tuple[Any, Any]:
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    # TensorRT 11 networks are strongly typed by default and may drop the flag.
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = 1 << int(flag) if strongly_typed and flag is not None else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):

@@ -157,7 +157,7 @@ def _cudart() -> Any:
 def _check(result: Any) -> Any:
     """cuda-python returns (error, *values); raise on a non-zero error."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
+    if getattr(err, "value", err) != 0:
         raise OSError(f"CUDA call failed: {err}")
     return values[0] if len(values) == 1 else tuple(values)
 
