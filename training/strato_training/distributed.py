@@ -129,7 +129,7 @@ def _fit_rank(
         torch.cuda.set_device(device)
     else:
         # Share the cores: N ranks each using every core would thrash.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // world_size))
     dataset = load_dataset(
         config.dataset,
         seed=config.seed,

@@ -50,20 +50,27 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to train and how. `batch_size` is the global batch, split across processes."""
+    """What to train and how. `batch_size` is the global batch, split across processes.
+
+    The defaults train the reference MLP on digits to ~96 % test accuracy in about a second.
+    `threads` sets torch's CPU threads (0 keeps torch's default; 1 is fastest for tiny models
+    on a busy machine). `patience` stops after that many epochs without a better validation
+    loss (0 disables early stopping); the best epoch's weights are kept.
+    """
 
     dataset: str = "digits"
     model: str = "mlp"
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     seed: int = 0
-    patience: int = 3
+    patience: int = 5
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     device: str = "auto"
     amp: bool = True
     nproc: int = 1
+    threads: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -72,6 +79,7 @@ class TrainConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.patience >= 0, f"patience must be >= 0 (0 disables), got {self.patience}"),
             (self.nproc >= 1, f"nproc must be >= 1, got {self.nproc}"),
+            (self.threads >= 0, f"threads must be >= 0 (0: torch's default), got {self.threads}"),
             (
                 self.device in ("auto", "cpu", "cuda"),
                 f"device must be auto|cpu|cuda, got {self.device!r}",
@@ -152,6 +160,8 @@ def train(
             test_fraction=config.test_fraction,
         )
     device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model = build_model(
         config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes

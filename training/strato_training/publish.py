@@ -1,0 +1,155 @@
+"""Publish a run folder as a verified bundle into a registry.
+
+A run folder holds what the earlier steps wrote (`run.json` + `model.safetensors` from `train`,
+`report.json` + charts from `evaluate`, `model.onnx` + `export.json` from `export`). `publish`
+copies those into a staging folder, hashes them into a manifest with `make_bundle` and hands the
+bundle to `Registry.publish`, which copies it in atomically as `name:version`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strato._bundle import make_bundle
+from strato._errors import ConfigError, ModelNotFound
+from strato._registry import ModelRef, Registry
+from strato._tensors import TensorSpec
+
+from strato_training.evaluate import CONFUSION_PNG, CURVES_PNG, REPORT
+from strato_training.export import EXPORT_INFO, ONNX_MODEL
+from strato_training.trainer import CHECKPOINT, RUN_INFO
+
+if TYPE_CHECKING:
+    import os
+
+    from strato._bundle import Bundle
+
+__all__ = ["PREPROCESSING", "PublishConfig", "PublishResult", "build_bundle", "publish"]
+
+PREPROCESSING: dict[str, Any] = {
+    "layout": "NCHW",
+    "dtype": "float32",
+    "grayscale": True,
+    "resize": [28, 28],
+    "scale": "pixel / 255 (uint8 images), values in [0, 1]",
+}
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """`registry`: a folder or s3:// URL (None: `STRATO_REGISTRY`, else `.strato/registry`)."""
+
+    name: str
+    version: str | None = None
+    registry: str | None = None
+    alias: str | None = None
+    include_checkpoint: bool = True
+
+    def __post_init__(self) -> None:
+        text = self.name if self.version is None else f"{self.name}:{self.version}"
+        try:
+            ModelRef.parse(text)
+            if self.alias:
+                ModelRef.parse(f"{self.name}@{self.alias}")
+        except ModelNotFound as exc:
+            raise ConfigError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    ref: ModelRef
+    registry: str
+    manifest: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": str(self.ref), "registry": self.registry, "manifest": self.manifest}
+
+
+def _read_json(path: Path, step: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; run `strato {step}` on this run folder first")
+    return dict(json.loads(path.read_text()))
+
+
+def build_bundle(
+    run_dir: str | os.PathLike[str],
+    staging: Path,
+    *,
+    name: str,
+    version: str,
+    include_checkpoint: bool = True,
+) -> Bundle:
+    """Copy a run's files into `staging` and write the manifest that hashes them."""
+    run = Path(run_dir)
+    info = _read_json(run / RUN_INFO, "train")
+    export = _read_json(run / EXPORT_INFO, "export")
+    if not (run / ONNX_MODEL).is_file():
+        raise ConfigError(f"{run / ONNX_MODEL} is missing; run `strato export {run}` first")
+    report = _read_json(run / REPORT, "evaluate") if (run / REPORT).is_file() else {}
+    artifacts: list[dict[str, Any]] = [{"path": ONNX_MODEL, "kind": "onnx", "precision": "fp32"}]
+    optional = [REPORT, CONFUSION_PNG, CURVES_PNG] + ([CHECKPOINT] if include_checkpoint else [])
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / ONNX_MODEL, staging / ONNX_MODEL)
+    for file in optional:
+        if (run / file).is_file():
+            shutil.copy2(run / file, staging / file)
+            artifacts.append({"path": file, "kind": "file"})
+    labels = tuple(str(label) for label in info["labels"])
+    onnx_info = export["onnx"]
+    onnx_metrics = dict(export.get("onnx_eval", {}))
+    onnx_metrics["parity"] = export["parity"]
+    metrics: dict[str, Any] = {ONNX_MODEL: onnx_metrics}
+    if report:
+        metrics[CHECKPOINT] = {
+            "accuracy": report["accuracy"],
+            "macro_f1": report["macro_f1"],
+            "samples": report["samples"],
+            "split": "test",
+        }
+    training = {
+        k: info["config"][k] for k in ("dataset", "model", "epochs", "batch_size", "lr", "seed")
+    }
+    training |= {
+        k: info[k] for k in ("best_epoch", "stopped_early", "world_size", "seconds", "parameters")
+    }
+    return make_bundle(
+        staging,
+        name=name,
+        version=version,
+        inputs=[TensorSpec(onnx_info["input_name"], "FP32", (-1, *info["input_shape"]))],
+        outputs=[TensorSpec(onnx_info["output_name"], "FP32", (-1, len(labels)))],
+        artifacts=artifacts,
+        framework=export["framework"],
+        opset=int(onnx_info["opset"]),
+        labels=labels,
+        preprocessing=PREPROCESSING | {"dataset": info["config"]["dataset"]},
+        metrics=metrics,
+        extra={"training": training},
+    )
+
+
+def publish(
+    run_dir: str | os.PathLike[str], config: PublishConfig, *, registry: Registry | None = None
+) -> PublishResult:
+    """Build the bundle from `run_dir` and publish it as `name:version` (next version if unset).
+
+    `registry` (an open `Registry`) overrides `config.registry`.
+    """
+    registry = registry or Registry(config.registry)
+    version = config.version or registry.next_version(config.name)
+    with tempfile.TemporaryDirectory(prefix="strato-publish-") as scratch:
+        bundle = build_bundle(
+            run_dir,
+            Path(scratch) / version,
+            name=config.name,
+            version=version,
+            include_checkpoint=config.include_checkpoint,
+        )
+        ref = registry.publish(bundle, alias=config.alias)
+        manifest = bundle.manifest.to_dict()
+    return PublishResult(ref=ref, registry=registry.url, manifest=manifest)
