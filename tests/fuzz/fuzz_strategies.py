@@ -132,7 +132,9 @@ def mutated_bodies(
         else st.dictionaries(st.sampled_from(["input", "x", "y"]), arrays, min_size=1, max_size=2)
     )
     body, header_length = encode_request(tensors, binary=draw(st.booleans()))
-    mutation = draw(st.sampled_from(["none", "truncate", "flip", "extend", "reframe", "splice"]))
+    mutation = draw(
+        st.sampled_from(["none"] * 5 + ["truncate", "flip", "extend", "reframe", "splice"])
+    )
     if mutation == "truncate" and body:
         body = body[: draw(st.integers(0, len(body) - 1))]
     elif mutation == "flip" and body:
@@ -176,3 +178,61 @@ def request_bodies(draw: st.DrawFn) -> tuple[bytes, int | None]:
     trailer = draw(st.binary(max_size=512))
     length = draw(st.just(len(header)) | st.integers(-2, len(header) + len(trailer) + 4))
     return header + trailer, length
+
+
+def root_conftest() -> Any:
+    """tests/conftest.py loaded by path (every conftest.py is imported as `conftest`)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "strato_fuzz_root_conftest"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+# Bodies shaped like the tiny model's input ("input" FP32 [-1, 1, 28, 28]) so that some cases get
+# past the codec into the batcher and the engine: valid images, NaN/Inf, wrong dtype or rank.
+model_images = st.builds(
+    lambda batch, seed, poison, dtype: _image(batch, seed, poison, dtype),
+    st.integers(1, 4),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["none", "none", "none", "nan", "inf", "huge"]),
+    st.sampled_from(["FP32"] * 6 + ["FP64", "FP16", "INT32"]),
+)
+
+
+def _image(batch: int, seed: int, poison: str, datatype: str) -> np.ndarray[Any, Any]:
+    from strato._tensors import dtype_of
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, 1, 28, 28)).astype(dtype_of(datatype))
+    if poison != "none" and x.dtype.kind == "f":
+        x.flat[int(rng.integers(0, x.size))] = {"nan": np.nan, "inf": np.inf, "huge": 3e38}[poison]
+    return x
+
+
+def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """Pick a strategy by integer weight (`one_of` does not weight its branches)."""
+    table = [strategy for weight, strategy in choices for _ in range(weight)]
+    return st.integers(0, len(table) - 1).flatmap(lambda i: table[i])
+
+
+model_bodies = mutated_bodies(
+    weighted(
+        (4, st.fixed_dictionaries({"input": model_images})),
+        (
+            1,
+            st.dictionaries(
+                st.sampled_from(["input", "image"]), model_images, min_size=1, max_size=2
+            ),
+        ),
+    )
+)
+infer_bodies = weighted((7, model_bodies), (3, request_bodies()))
