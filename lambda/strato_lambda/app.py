@@ -8,7 +8,8 @@ Two ways in, one model:
   base64 inside JSON; the SDK's `Lambda` transport speaks this.
 
 Powertools: Logger (structured JSON, correlation id = the API request id or the envelope id),
-Tracer (a no-op outside Lambda or with `POWERTOOLS_TRACE_DISABLED=true`), Metrics (EMF:
+Tracer (only built in Lambda without `POWERTOOLS_TRACE_DISABLED=true`: no X-Ray daemon needed
+elsewhere), Metrics (EMF:
 InferenceLatency, ColdStart, ModelLoadTime, Errors by ErrorType). Errors: 400/404/413 with
 `{"error": ...}`; anything unexpected is logged with its stack and answered 500 with the request
 id only.
@@ -17,6 +18,7 @@ id only.
 from __future__ import annotations
 
 import base64
+import os
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -33,13 +35,26 @@ from strato_lambda.service import ModelService
 from strato_lambda.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-__all__ = ["configure", "handler", "metrics", "resolver", "service"]
+__all__ = ["configure", "handler", "metrics", "resolver", "service", "tracing_enabled"]
 
 _settings = Settings.resolve()
+
+
+def tracing_enabled() -> bool:
+    """Powertools' own rule (in Lambda, not SAM local, not disabled), decided before building one:
+    the X-Ray SDK costs ~0.25 s of cold start to import, so without tracing it is never imported.
+    """
+    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() in ("1", "true", "yes", "on")
+    in_lambda = bool(os.environ.get("LAMBDA_TASK_ROOT")) and not os.environ.get("AWS_SAM_LOCAL")
+    return in_lambda and not disabled
+
+
 logger = Logger(service=_settings.service)
-tracer = Tracer(service=_settings.service)
+tracer = Tracer(service=_settings.service) if tracing_enabled() else None
 metrics = Metrics(namespace=_settings.namespace, service=_settings.service)
 resolver = APIGatewayHttpResolver()
 _service: ModelService | None = None
@@ -236,8 +251,17 @@ def _direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return answer
 
 
+def _traced(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    if tracer is None:
+        return function
+    traced: Callable[..., dict[str, Any]] = tracer.capture_lambda_handler(capture_response=False)(
+        function
+    )
+    return traced
+
+
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@_traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     load_seconds = service().take_load_seconds()
