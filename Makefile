@@ -28,3 +28,19 @@ lint: $(STAMP)
 
 clean:
 	rm -rf .strato build dist .pytest_cache .mypy_cache .ruff_cache
+
+# Template checks, offline. aws-sam-cli, cfn-lint and checkov pin many packages of their own:
+# they live in a separate tools venv, never in .venv.
+IAC_VENV := .venv-iac
+IAC_STAMP := $(IAC_VENV)/.installed
+
+$(IAC_STAMP):
+	test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install -q --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install -q aws-sam-cli cfn-lint checkov
+	touch $(IAC_STAMP)
+
+iac-check: $(IAC_STAMP)
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(IAC_VENV)/bin/sam validate --lint --template template.yaml
+	$(IAC_VENV)/bin/cfn-lint template.yaml
+	$(IAC_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
