@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from strato._bundle import Artifact, Bundle
     from strato._registry import ModelRef, Registry
 
+    from strato_training.quantize import QuantizedArtifact
+
 __all__ = ["Dataset", "Split", "calibrate_bundle", "optimize_bundle", "quantize_bundle"]
 
 
@@ -83,7 +85,7 @@ def calibrate_bundle(
     return new_ref, {"ref": str(new_ref), "from": bundle.ref, "calibration": found}
 
 
-def _measure(
+def _evaluate(
     bundle: Bundle,
     workdir: Path,
     dataset: Dataset,
@@ -112,6 +114,24 @@ def _measure(
     return made, metrics
 
 
+def _time_and_pick(
+    bundle: Bundle,
+    workdir: Path,
+    made: Sequence[QuantizedArtifact],
+    metrics: dict[str, dict[str, Any]],
+    dataset: Dataset,
+    batch: int,
+) -> tuple[str, str]:
+    """Time fp32 and every artifact (into `metrics[path]["latency"]`); pick the default."""
+    fp32 = _fp32(bundle)
+    files = {fp32.path: bundle.path_of(fp32), **{m.path: workdir / m.path for m in made}}
+    timed = measure_latency(list(files.values()), dataset.test.x, batch=batch)
+    latency = {path: timed[str(file)] for path, file in files.items()}
+    for path, timing in latency.items():
+        metrics[path]["latency"] = timing
+    return pick_default(fp32.path, latency, metrics)
+
+
 def quantize_bundle(
     registry: Registry,
     ref: str | ModelRef,
@@ -130,22 +150,14 @@ def quantize_bundle(
     fp32 = _fp32(bundle)
     with tempfile.TemporaryDirectory(prefix="strato-quantize-") as tmp:
         workdir = Path(tmp)
-        made, metrics = _measure(bundle, workdir, dataset, modes, samples, on_step)
+        made, metrics = _evaluate(bundle, workdir, dataset, modes, samples, on_step)
         gate({m.path: metrics[m.path] for m in made}, max_drop=max_drop, force=force)
         _say(on_step, f"latency at batch {latency_batch} on this CPU")
-        paths = [bundle.path_of(fp32)] + [workdir / m.path for m in made]
-        timed = measure_latency(paths, dataset.test.x, batch=latency_batch)
-        latency = {
-            rel: timed[str(p)]
-            for rel, p in zip([fp32.path] + [m.path for m in made], paths, strict=True)
-        }
-        for path, timing in latency.items():
-            metrics[path]["latency"] = timing
-        default, reason = pick_default(fp32.path, latency, metrics)
+        default, reason = _time_and_pick(bundle, workdir, made, metrics, dataset, latency_batch)
         serving = {
             "default": default,
             "default_reason": reason,
-            "measured_on": f"onnxruntime CPU, {platform.machine()} {platform.processor() or ''}".strip(),
+            "measured_on": f"onnxruntime CPU, {platform.machine()} {platform.processor()}".strip(),
         }
         files = [(workdir / m.path, m.artifact_spec()) for m in made]
         _say(on_step, "publish")

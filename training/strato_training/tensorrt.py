@@ -148,6 +148,33 @@ def _timing_cache(config: Any, path: Path) -> Any:
     return cache
 
 
+def _build(
+    trt: Any,
+    onnx_path: Path,
+    precision: str,
+    profile: BatchProfile,
+    workspace: int,
+    strongly_typed: bool,
+    cache_path: Path,
+) -> bytes:
+    """Parse, configure, build; the timing cache is read from and written back to `cache_path`."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(trt, builder, logger, onnx_path, strongly_typed)
+    config = builder.create_builder_config()
+    _configure(trt, config, precision, strongly_typed, workspace)
+    _add_profile(builder, config, network, profile)
+    _cache = _timing_cache(config, cache_path)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(
+            f"TensorRT could not build {onnx_path.name} at {precision} (see the log above)"
+        )
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
 def compile_tensorrt(
     onnx_path: Path,
     precision: str = "fp16",
@@ -174,27 +201,14 @@ def compile_tensorrt(
             f"{onnx_path.name} has no QuantizeLinear/DequantizeLinear nodes; int8 needs the QDQ artifact"
         )
     strongly_typed = qdq or fp16_weights
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, logger, onnx_path, strongly_typed)
-    config = builder.create_builder_config()
-    _configure(trt, config, precision, strongly_typed, workspace)
-    _add_profile(builder, config, network, profile)
     version = str(trt.__version__)
     cache_path = timing_cache or out_dir / PLAN_DIR / f"timing-{version}-sm{capability}.cache"
-    _cache = _timing_cache(config, cache_path)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ExportError(
-            f"TensorRT could not build {onnx_path.name} at {precision} (see the log above)"
-        )
+    serialized = _build(trt, onnx_path, precision, profile, workspace, strongly_typed, cache_path)
     onnx_sha256 = sha256_file(onnx_path)
     key = engine_key(onnx_sha256, version, capability, precision)
     plan = out_dir / plan_path(key)
     plan.parent.mkdir(parents=True, exist_ok=True)
-    plan.write_bytes(bytes(serialized))
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    plan.write_bytes(serialized)
     metadata = {
         "key": key,
         "onnx_sha256": onnx_sha256,
