@@ -214,7 +214,10 @@ def _image(batch: int, seed: int, poison: str, datatype: str) -> np.ndarray[Any,
     rng = np.random.default_rng(seed)
     x = rng.random((batch, 1, 28, 28)).astype(dtype_of(datatype))
     if poison != "none" and x.dtype.kind == "f":
-        x.flat[int(rng.integers(0, x.size))] = {"nan": np.nan, "inf": np.inf, "huge": 3e38}[poison]
+        with np.errstate(over="ignore"):  # 3e38 overflows FP16 to Inf: also a poison
+            x.flat[int(rng.integers(0, x.size))] = {"nan": np.nan, "inf": np.inf, "huge": 3e38}[
+                poison
+            ]
     return x
 
 
