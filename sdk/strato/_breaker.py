@@ -15,6 +15,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from strato._errors import ConfigError
+
 __all__ = ["Breaker", "BreakerConfig", "LatencyTracker"]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
@@ -32,9 +34,9 @@ class BreakerConfig:
 
     def __post_init__(self) -> None:
         if self.failures < 1 or self.successes < 1:
-            raise ValueError("failures and successes must be at least 1")
+            raise ConfigError("breaker failures and successes must be at least 1")
         if self.window_s <= 0 or self.cooldown_s <= 0 or self.max_cooldown_s < self.cooldown_s:
-            raise ValueError("window_s, cooldown_s > 0 and max_cooldown_s >= cooldown_s")
+            raise ConfigError("breaker window_s, cooldown_s > 0 and max_cooldown_s >= cooldown_s")
 
 
 class Breaker:

@@ -18,7 +18,7 @@ import numpy as np
 from strato._breaker import BreakerConfig
 from strato._errors import ConfigError, InferenceError, InvalidInput, TransportError
 from strato._messages import InferRequest
-from strato._outbox import Outbox, Queued
+from strato._outbox import UNNAMED, Outbox, Queued
 from strato._routing import Backend, ModelInfo, Router, softmax
 from strato.policies import EdgeFirst, Policy, Retry
 
@@ -259,7 +259,7 @@ class Client(_Base):
             pass
         inputs = self._named(model, x, self._models[model]) if model in self._models else None
         if inputs is None:  # metadata never reached us: names resolve at flush time
-            inputs = {"": x} if isinstance(x, np.ndarray) else dict(x)
+            inputs = {UNNAMED: x} if isinstance(x, np.ndarray) else dict(x)
         outbox.put(key, InferRequest(model, inputs, version, key))
         return Queued(key, model)
 
@@ -272,7 +272,7 @@ class Client(_Base):
         answered: dict[str, Prediction] = {}
         claimed = outbox.claim(limit)
         for index, (key, request) in enumerate(claimed):
-            inputs: Inputs = request.inputs.get("", request.inputs)
+            inputs: Inputs = request.inputs.get(UNNAMED, request.inputs)
             try:
                 prediction = self.predict(
                     request.model, inputs, version=request.version, request_id=key

@@ -24,7 +24,10 @@ from strato._messages import InferRequest
 if TYPE_CHECKING:
     import os
 
-__all__ = ["Outbox", "Queued"]
+__all__ = ["UNNAMED", "Outbox", "Queued"]
+
+# The input name of an ndarray submitted before any tier told us the model's input names.
+UNNAMED = "__strato_unnamed__"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

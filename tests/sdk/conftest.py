@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from strato import Bundle, Registry, TensorSpec
-from strato._bundle import make_bundle
+from strato import Registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sdk_servers import Proc, StandIn, cloud_emulator, edge_server  # noqa: E402
+from sdk_servers import Proc, StandIn, cloud_emulator, edge_server, free_port, root_conftest
 
 # boto3 must find credentials, and must never reach AWS: every client here gets an endpoint_url.
 for _key, _value in {
@@ -23,38 +20,6 @@ for _key, _value in {
     "AWS_DEFAULT_REGION": "us-east-1",
 }.items():
     os.environ.setdefault(_key, _value)
-
-
-def root_conftest() -> ModuleType:
-    """tests/conftest.py's helpers (imported by path: `conftest` is ambiguous across folders)."""
-    spec = importlib.util.spec_from_file_location("strato_tests_root", Path(__file__).parents[1] / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    return int(root_conftest().free_port())
-
-
-def private_bundle(root: Path, *, name: str = "secret", version: str = "1") -> Bundle:
-    """A tiny bundle whose manifest says `serving.cloud: never`."""
-    helpers = root_conftest()
-    root.mkdir(parents=True, exist_ok=True)
-    helpers.write_tiny_onnx(root / "model.onnx", seed=3)
-    return make_bundle(
-        root,
-        name=name,
-        version=version,
-        inputs=[TensorSpec("input", "FP32", (-1, 1, 28, 28))],
-        outputs=[TensorSpec("logits", "FP32", (-1, 10))],
-        artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
-        labels=tuple(str(i) for i in range(10)),
-        opset=17,
-        calibration={"temperature": 1.0, "cascade_threshold": 0.8},
-        serving={"cloud": "never"},
-    )
 
 
 def make_registry(root: Path) -> Registry:
@@ -80,18 +45,41 @@ def session_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 
 @pytest.fixture(scope="session")
-def edge_daemon(session_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+def edge_daemon(
+    session_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proc]:
     """`strato edge serve` over the session registry (tiny:2 newest), as a subprocess."""
     log = tmp_path_factory.mktemp("edge-log") / "edge.log"
-    proc = edge_server(Path(session_registry.url), free_port(), log, "--max-batch-size", "1").start()
+    proc = edge_server(
+        Path(session_registry.url), free_port(), log, "--max-batch-size", "1"
+    ).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture(scope="session")
-def cloud_daemon(session_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+def cloud_daemon(
+    session_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proc]:
     """`strato cloud local` serving tiny@prod, as a subprocess."""
     log = tmp_path_factory.mktemp("cloud-log") / "cloud.log"
     proc = cloud_emulator(f"{session_registry.url}/tiny@prod", free_port(), log).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def edge_standin(tiny_registry: Registry) -> Iterator[StandIn]:
+    """A stand-in edge daemon (OIP over HTTP) whose faults the test injects; serves tiny:2."""
+    server = StandIn(tiny_registry, name="edge").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cloud_standin(tmp_path: Path) -> Iterator[StandIn]:
+    """A stand-in Lambda serving tiny:1 with other weights (seed 5), so answers show their tier."""
+    bundle = root_conftest().build_tiny_bundle(tmp_path / "cloud-bundle", version="1", seed=5)
+    server = StandIn(bundle, name="cloud").start()
+    yield server
+    server.stop()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
+import importlib.util
 import json
 import os
 import signal
@@ -17,10 +19,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
-from strato import InferRequest, Local
+from strato import Bundle, InferRequest, Local, TensorSpec
+from strato._bundle import make_bundle
 from strato._codec import (
     HEADER_LENGTH,
     decode_request,
@@ -34,10 +38,52 @@ from strato._transports.local import model_metadata
 STRATO = str(Path(sys.executable).with_name("strato"))
 
 
+@functools.cache
+def root_conftest() -> ModuleType:
+    """tests/conftest.py's helpers (imported by path: `conftest` is ambiguous across folders)."""
+    spec = importlib.util.spec_from_file_location(
+        "strato_tests_root", Path(__file__).parents[1] / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    return int(root_conftest().free_port())
+
+
+def private_bundle(root: Path, *, name: str = "secret", version: str = "1") -> Bundle:
+    """A tiny bundle whose manifest says `serving.cloud: never`."""
+    helpers = root_conftest()
+    root.mkdir(parents=True, exist_ok=True)
+    helpers.write_tiny_onnx(root / "model.onnx", seed=3)
+    return make_bundle(
+        root,
+        name=name,
+        version=version,
+        inputs=[TensorSpec("input", "FP32", (-1, 1, 28, 28))],
+        outputs=[TensorSpec("logits", "FP32", (-1, 10))],
+        artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
+        labels=tuple(str(i) for i in range(10)),
+        opset=17,
+        calibration={"temperature": 1.0, "cascade_threshold": 0.8},
+        serving={"cloud": "never"},
+    )
+
+
 class Proc:
     """A server subprocess whose output goes to a file (a pipe would fill up and block it)."""
 
-    def __init__(self, args: list[str], log: Path, *, ready_url: str | None = None, ready_line: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        *,
+        ready_url: str | None = None,
+        ready_line: str | None = None,
+    ) -> None:
         self.args = args
         self.log = log
         self.ready_url = ready_url
@@ -48,11 +94,15 @@ class Proc:
     def start(self, timeout: float = 90.0) -> Proc:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "STRATO_ORT_THREADS": "1"}
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.args} exited {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"{self.args} exited {self.process.returncode}:\n{self.output()}"
+                )
             if self._ready():
                 return self
             time.sleep(0.1)
@@ -88,7 +138,18 @@ class Proc:
 
 def edge_server(store: Path, port: int, log: Path, *extra: str) -> Proc:
     """`strato edge serve` on 127.0.0.1:port (not started)."""
-    args = [STRATO, "edge", "serve", "--store", str(store), "--port", str(port), "--log-level", "warning", *extra]
+    args = [
+        STRATO,
+        "edge",
+        "serve",
+        "--store",
+        str(store),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
     proc = Proc(args, log, ready_url=f"http://127.0.0.1:{port}/v2/health/ready")
     proc.url = f"http://127.0.0.1:{port}"
     return proc
@@ -143,7 +204,15 @@ class StandIn:
             return self._faults.pop(0) if self._faults else None
 
     # --- what the routes do --------------------------------------------------------------
-    def infer(self, model: str, version: str | None, body: bytes, header_length: int | None, *, binary: bool) -> tuple[int, bytes, int | None, str]:
+    def infer(
+        self,
+        model: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+        *,
+        binary: bool,
+    ) -> tuple[int, bytes, int | None, str]:
         """(status, body, header length, model_version) for one OIP request."""
         try:
             decoded = decode_request(body, header_length=header_length)
@@ -155,8 +224,11 @@ class StandIn:
             return exc.status_code, json.dumps({"error": str(exc)}).encode(), None, ""
         model_version = self.version_override or response.model_version
         payload, length = encode_response(
-            response.outputs, model_name=response.model_name, model_version=model_version,
-            id=decoded.id, binary=binary and decoded.binary_default,
+            response.outputs,
+            model_name=response.model_name,
+            model_version=model_version,
+            id=decoded.id,
+            binary=binary and decoded.binary_default,
         )
         return 200, payload, length, model_version
 
@@ -172,7 +244,9 @@ class StandIn:
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         if is_envelope(event):
             body, length = unpack(event)
-            status, payload, out_length, version = self.infer(event["model"], event.get("version"), body, length, binary=True)
+            status, payload, out_length, version = self.infer(
+                event["model"], event.get("version"), body, length, binary=True
+            )
             if status != 200:
                 return {"strato": 1, "status": status, "error": json.loads(payload)["error"]}
             return pack(payload, out_length, status=200, model_version=version, precision="fp32")
@@ -189,7 +263,9 @@ class StandIn:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 for key, value in (headers or {"content-type": "application/json"}).items():
                     self.send_header(key, value)
@@ -205,8 +281,17 @@ class StandIn:
                 if fault is None:
                     return False
                 if fault == 429 and self.path.startswith("/2015-03-31/"):
-                    body = json.dumps({"__type": "TooManyRequestsException", "message": "Rate exceeded"})
-                    self._send(429, body.encode(), {"content-type": "application/json", "x-amzn-ErrorType": "TooManyRequestsException"})
+                    body = json.dumps(
+                        {"__type": "TooManyRequestsException", "message": "Rate exceeded"}
+                    )
+                    self._send(
+                        429,
+                        body.encode(),
+                        {
+                            "content-type": "application/json",
+                            "x-amzn-ErrorType": "TooManyRequestsException",
+                        },
+                    )
                 else:
                     self._send(fault, json.dumps({"error": f"injected {fault}"}).encode())
                 return True
@@ -228,17 +313,35 @@ class StandIn:
                 if self.path.startswith("/2015-03-31/functions/"):
                     self._send(200, json.dumps(standin.invoke(json.loads(body))).encode())
                 elif self.path.startswith("/endpoints/"):
-                    length = header_length_from({"content-type": self.headers.get("content-type", "")})
+                    length = header_length_from(
+                        {"content-type": self.headers.get("content-type", "")}
+                    )
                     status, payload, _, _ = standin.infer("tiny", None, body, length, binary=False)
                     if status != 200:
-                        error = {"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "Message": "model error", "OriginalStatusCode": status, "OriginalMessage": payload.decode()}
-                        self._send(424, json.dumps(error).encode(), {"content-type": "application/json", "x-amzn-ErrorType": "ModelError"})
+                        error = {
+                            "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+                            "Message": "model error",
+                            "OriginalStatusCode": status,
+                            "OriginalMessage": payload.decode(),
+                        }
+                        self._send(
+                            424,
+                            json.dumps(error).encode(),
+                            {"content-type": "application/json", "x-amzn-ErrorType": "ModelError"},
+                        )
                     else:
                         self._send(200, payload)
                 elif self.path.startswith("/v2/models/"):
                     version = parts[5] if len(parts) > 6 else None
-                    status, payload, length, model_version = standin.infer(parts[3], version, body, header_length_from(self.headers), binary=True)
-                    headers = {"content-type": "application/octet-stream" if length else "application/json", "X-Strato-Model-Version": model_version}
+                    status, payload, length, model_version = standin.infer(
+                        parts[3], version, body, header_length_from(self.headers), binary=True
+                    )
+                    headers = {
+                        "content-type": "application/octet-stream"
+                        if length
+                        else "application/json",
+                        "X-Strato-Model-Version": model_version,
+                    }
                     if length is not None:
                         headers[HEADER_LENGTH] = str(length)
                     self._send(status, payload, headers)

@@ -7,6 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from sdk_servers import free_port
 from strato import (
     AsyncEdge,
     ConfigError,
@@ -21,8 +22,6 @@ from strato import (
     Timeout,
     Unavailable,
 )
-
-from conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,7 +38,9 @@ def test_edge_matches_local_engine(edge_daemon, session_registry, digit_batch, b
     assert answer.served_by == "edge"
     assert answer.model_version == "1"  # the daemon serves alias prod
     assert answer.precision == "fp32"
-    np.testing.assert_allclose(answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_edge_pinned_version_and_metadata(edge_daemon, digit_batch):
@@ -82,12 +83,14 @@ def test_lambda_invoke_through_the_emulator(cloud_daemon, session_registry, digi
     answer = cloud.infer(request(digit_batch))
     expected = Local(session_registry).infer(request(digit_batch, model="tiny@prod"))
     assert (answer.served_by, answer.model_version) == ("lambda", "1")
-    np.testing.assert_allclose(answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5
+    )
     assert cloud.metadata("tiny")["parameters"]["labels"][0] == "0"
     with pytest.raises(InvalidInput):
         cloud.infer(request(digit_batch.astype(np.float64)))
     missing = Lambda("no-such-function", endpoint_url=cloud_daemon.url)
-    with pytest.raises(Unavailable, match="no-such-function|not found|Function"):
+    with pytest.raises(Unavailable, match=r"no-such-function|not found|Function"):
         missing.infer(request(digit_batch))
 
 
@@ -125,10 +128,14 @@ def test_sagemaker_runtime(standin, tiny_registry, digit_batch):
     endpoint = SageMaker("strato-tiny", endpoint_url=standin.url)
     answer = endpoint.infer(request(digit_batch))
     expected = Local(tiny_registry).infer(request(digit_batch))
-    np.testing.assert_allclose(answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5
+    )
     assert answer.served_by == "sagemaker" and answer.model_version == "2"
     body = standin.headers[-1]
-    assert body["Content-Type"].startswith("application/vnd.sagemaker-triton.binary+json;json-header-size=")
+    assert body["Content-Type"].startswith(
+        "application/vnd.sagemaker-triton.binary+json;json-header-size="
+    )
     with pytest.raises(InvalidInput):
         endpoint.infer(request(digit_batch[:, :, :5]))
     standin.fail(503)

@@ -1,0 +1,268 @@
+"""Policies, failover, retries, breakers, privacy and version gates, cascade and hedging, with
+real transports: `Local` and `Edge` on the edge tier, `Lambda` (boto3 invoke) on the cloud tier."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from sdk_servers import private_bundle
+from strato import (
+    BreakerConfig,
+    Client,
+    ConfigError,
+    Edge,
+    InvalidInput,
+    Lambda,
+    Local,
+    Retry,
+    Timeout,
+    Unavailable,
+    policies,
+)
+from strato._client import chunk_rows, softmax
+
+pytestmark = pytest.mark.timeout(60)
+
+FAST = Retry(attempts=2, base_ms=1, cap_ms=5)
+
+
+def lambda_to(server) -> Lambda:
+    return Lambda("strato-infer", endpoint_url=server.url)
+
+
+def test_edge_first_answers_on_the_edge_with_provenance(tiny_registry, cloud_standin, digit_batch):
+    client = Client(edge=Local(tiny_registry), cloud=lambda_to(cloud_standin))
+    pred = client.predict("tiny", digit_batch)
+    assert (pred.served_by, pred.model_version, pred.precision) == ("local", "2", "fp32")
+    assert (pred.route_reason, pred.attempts) == ("edge", 1)
+    assert pred.latency_ms > 0 and pred.output.shape == (4, 10)
+    assert cloud_standin.requests == 0
+
+
+def test_failover_to_the_cloud_after_retries(edge_standin, cloud_standin, digit_batch):
+    client = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin), retry=FAST)
+    client.metadata("tiny")
+    edge_standin.fail(503, times=2)
+    pred = client.predict("tiny", digit_batch)
+    assert pred.served_by == "lambda"
+    assert pred.route_reason == "edge-unavailable→cloud"
+    assert pred.attempts == 3
+
+
+def test_retry_on_the_edge_then_success(edge_standin, cloud_standin, digit_batch):
+    client = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin), retry=FAST)
+    client.metadata("tiny")
+    edge_standin.fail(429)
+    pred = client.predict("tiny", digit_batch)
+    assert (pred.served_by, pred.route_reason, pred.attempts) == ("edge", "edge", 2)
+    assert cloud_standin.requests == 0
+
+
+def test_bad_input_is_never_rerouted(tiny_registry, cloud_standin, digit_batch):
+    client = Client(edge=Local(tiny_registry), cloud=lambda_to(cloud_standin))
+    with pytest.raises(InvalidInput):
+        client.predict("tiny", digit_batch[:, :, :20])
+    with pytest.raises(InvalidInput):
+        client.predict("tiny", "not an array")  # type: ignore[arg-type]
+    assert cloud_standin.requests == 0
+
+
+def test_breaker_opens_skips_the_edge_and_closes_again(edge_standin, cloud_standin, digit_batch):
+    breaker = BreakerConfig(failures=3, window_s=30, cooldown_s=0.3, successes=2)
+    client = Client(
+        edge=Edge(edge_standin.url),
+        cloud=lambda_to(cloud_standin),
+        retry=Retry(attempts=1),
+        breaker=breaker,
+    )
+    client.metadata("tiny")
+    edge_breaker = client.backends[0].breaker
+    edge_standin.fail(503, times=3)
+    reasons = [client.predict("tiny", digit_batch).route_reason for _ in range(3)]
+    assert reasons == ["edge-unavailable→cloud"] * 3
+    assert edge_breaker.state == "open" and edge_breaker.opened == 1
+    seen = edge_standin.requests
+    pred = client.predict("tiny", digit_batch)
+    assert (pred.served_by, pred.route_reason) == ("lambda", "edge-open→cloud")
+    assert edge_standin.requests == seen  # an open breaker sends nothing to the edge
+    time.sleep(0.35)
+    first = client.predict("tiny", digit_batch)  # the half-open probe
+    assert first.served_by == "edge" and edge_breaker.state == "half-open"
+    assert client.predict("tiny", digit_batch).served_by == "edge"
+    assert edge_breaker.state == "closed"
+
+
+def test_cloud_first_edge_only_cloud_only(tiny_registry, edge_standin, cloud_standin, digit_batch):
+    client = Client(edge=Local(tiny_registry), cloud=lambda_to(cloud_standin))
+    assert client.predict("tiny", digit_batch, policy=policies.CloudFirst()).served_by == "lambda"
+    assert client.predict("tiny", digit_batch, policy=policies.CloudOnly()).served_by == "lambda"
+    assert client.predict("tiny", digit_batch, policy=policies.EdgeOnly()).served_by == "local"
+    down = Client(
+        edge=Edge(edge_standin.url),
+        cloud=lambda_to(cloud_standin),
+        retry=FAST,
+        policy=policies.EdgeOnly(),
+    )
+    down.metadata("tiny")
+    edge_standin.fail(503, times=2)
+    before = cloud_standin.requests
+    with pytest.raises(Unavailable):
+        down.predict("tiny", digit_batch)
+    assert cloud_standin.requests == before
+
+
+def test_privacy_gate_client_option(edge_standin, cloud_standin, digit_batch):
+    client = Client(
+        edge=Edge(edge_standin.url),
+        cloud=lambda_to(cloud_standin),
+        retry=FAST,
+        cloud_never={"tiny"},
+    )
+    client.metadata("tiny")
+    edge_standin.fail(503, times=2)
+    with pytest.raises(Unavailable):
+        client.predict("tiny", digit_batch)
+    for policy in (
+        policies.Cascade(threshold=1.0),
+        policies.LatencySLO(deadline_ms=500, hedge_after_ms=0),
+    ):
+        assert client.predict("tiny", digit_batch, policy=policy).served_by == "edge"
+    with pytest.raises(ConfigError, match="cloud: never"):
+        client.predict("tiny", digit_batch, policy=policies.CloudOnly())
+    assert cloud_standin.requests == 0
+
+
+def test_privacy_gate_from_the_manifest(tmp_path, cloud_standin, digit_batch):
+    client = Client(edge=Local(private_bundle(tmp_path / "secret")), cloud=lambda_to(cloud_standin))
+    pred = client.predict("secret", digit_batch, policy=policies.Cascade(threshold=1.0))
+    assert pred.served_by == "local" and "cloud: never" in pred.route_reason
+    with pytest.raises(ConfigError, match="cloud: never"):
+        client.predict("secret", digit_batch, policy=policies.CloudOnly())
+    assert cloud_standin.requests == 0
+
+
+def test_require_same_version(edge_standin, cloud_standin, digit_batch):
+    strict = Client(
+        edge=Edge(edge_standin.url),
+        cloud=lambda_to(cloud_standin),
+        retry=FAST,
+        require_same_version=True,
+    )
+    assert strict.predict("tiny", digit_batch).model_version == "2"
+    edge_standin.fail(503, times=2)
+    with pytest.raises(Unavailable, match="require_same_version"):
+        strict.predict("tiny", digit_batch)  # the cloud serves tiny:1
+    relaxed = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin), retry=FAST)
+    relaxed.predict("tiny", digit_batch)
+    edge_standin.fail(503, times=2)
+    assert relaxed.predict("tiny", digit_batch).model_version == "1"
+
+
+def test_cascade_escalates_low_confidence_rows(tiny_registry, cloud_standin, digit_batch):
+    edge = Local(tiny_registry)
+    client = Client(edge=edge, cloud=lambda_to(cloud_standin))
+    edge_logits = client.predict("tiny", digit_batch, policy=policies.EdgeOnly()).output
+    cloud_logits = client.predict("tiny", digit_batch, policy=policies.CloudOnly()).output
+    confidence = softmax(edge_logits).max(axis=-1)
+    threshold = float(np.median(confidence))
+    pred = client.predict("tiny", digit_batch, policy=policies.Cascade(threshold=threshold))
+    low = confidence < threshold
+    assert pred.served_by == "local+lambda"
+    assert pred.route_reason == f"cascade {low.sum()}/4 rows p<{threshold:.2f}→cloud"
+    np.testing.assert_allclose(pred.output[low], cloud_logits[low], rtol=1e-5)
+    np.testing.assert_allclose(pred.output[~low], edge_logits[~low], rtol=1e-5)
+    everything = client.predict("tiny", digit_batch[:1], policy=policies.Cascade(threshold=1.0))
+    assert everything.served_by == "lambda" and everything.route_reason.startswith("cascade p=")
+    assert "<1.00→cloud" in everything.route_reason
+    nothing = client.predict("tiny", digit_batch[:1], policy=policies.Cascade(threshold=0.0))
+    assert nothing.served_by == "local" and "≥0.00" in nothing.route_reason
+
+
+def test_cascade_reads_the_manifest_threshold_and_keeps_the_edge_answer_when_the_cloud_is_down(
+    tiny_registry, cloud_standin, digit_batch
+):
+    client = Client(
+        edge=Local(tiny_registry),
+        cloud=lambda_to(cloud_standin),
+        retry=FAST,
+        policy=policies.Cascade(),
+    )
+    pred = client.predict("tiny", digit_batch[:1])
+    assert "0.80" in pred.route_reason  # calibration.cascade_threshold from the manifest
+    cloud_standin.fail(503, times=2)
+    kept = client.predict("tiny", digit_batch[:1], policy=policies.Cascade(threshold=1.0))
+    assert kept.served_by == "local"
+    assert kept.route_reason.endswith("cloud-unavailable: edge answer kept")
+
+
+def test_hedged_request_wins_over_a_slow_edge(edge_standin, cloud_standin, digit_batch):
+    client = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin))
+    client.metadata("tiny")
+    edge_standin.delay_s = 1.0
+    pred = client.predict(
+        "tiny", digit_batch, policy=policies.LatencySLO(deadline_ms=3000, hedge_after_ms=50)
+    )
+    assert pred.served_by == "lambda"
+    assert pred.route_reason == "hedge after 50ms: cloud won"
+    assert pred.latency_ms < 3000  # within the deadline, not after the slow edge
+    edge_standin.delay_s = 0
+    fast = client.predict(
+        "tiny", digit_batch, policy=policies.LatencySLO(deadline_ms=3000, hedge_after_ms=1000)
+    )
+    assert (fast.served_by, fast.route_reason) == ("edge", "edge")
+
+
+def test_hedge_delay_is_learned_from_the_edge_p95(edge_standin, cloud_standin, digit_batch):
+    client = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin))
+    slo = policies.LatencySLO(deadline_ms=3000)
+    for _ in range(24):
+        assert client.predict("tiny", digit_batch, policy=slo).served_by == "edge"
+    assert client.backends[0].latency.p95() is not None
+    edge_standin.delay_s = 1.0
+    pred = client.predict("tiny", digit_batch, policy=slo)
+    assert pred.served_by == "lambda" and pred.route_reason.startswith("hedge after ")
+
+
+def test_deadline_with_every_tier_slow_is_a_timeout(edge_standin, cloud_standin, digit_batch):
+    client = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin))
+    client.metadata("tiny")
+    edge_standin.delay_s = cloud_standin.delay_s = 1.0
+    with pytest.raises(Timeout):
+        client.predict(
+            "tiny", digit_batch, policy=policies.LatencySLO(deadline_ms=300, hedge_after_ms=50)
+        )
+
+
+def test_predict_many_chunks_within_the_payload_limit(tiny_registry, cloud_standin):
+    batch = np.random.default_rng(1).random((25, 1, 28, 28), dtype=np.float32)
+    cloud = lambda_to(cloud_standin)
+    cloud.payload_limit = 64 * 1024 + 10 * 784 * 4  # ten rows a request
+    assert chunk_rows({"input": batch}, cloud.payload_limit) == 10
+    client = Client(edge=Local(tiny_registry), cloud=cloud)
+    chunks = client.predict_many("tiny", batch)
+    assert [len(p.output) for p in chunks] == [10, 10, 5]
+    whole = client.predict("tiny", batch).output
+    np.testing.assert_allclose(np.concatenate([p.output for p in chunks]), whole, rtol=1e-6)
+
+
+def test_classify_uses_labels_and_temperature(tiny_registry, digit_batch):
+    client = Client(edge=Local(tiny_registry))
+    result = client.classify("tiny", digit_batch)
+    assert len(result.labels) == 4 and set(result.labels) <= {str(i) for i in range(10)}
+    np.testing.assert_allclose(result.probabilities.sum(axis=-1), 1.0, rtol=1e-6)
+    assert result.prediction.served_by == "local"
+
+
+def test_client_configuration_errors(tiny_registry, cloud_standin):
+    with pytest.raises(ConfigError):
+        Client()
+    with pytest.raises(ConfigError, match="edge-tier"):
+        Client(edge=lambda_to(cloud_standin))
+    with pytest.raises(ConfigError, match="cloud-tier"):
+        Client(cloud=Local(tiny_registry))
+    with pytest.raises(ConfigError):
+        policies.Cascade(threshold=2.0)
+    with pytest.raises(ConfigError):
+        policies.LatencySLO(deadline_ms=10, hedge_after_ms=20)
