@@ -44,3 +44,15 @@ iac-check: $(IAC_STAMP)
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(IAC_VENV)/bin/sam validate --lint --template template.yaml
 	$(IAC_VENV)/bin/cfn-lint template.yaml
 	$(IAC_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+
+# Fuzz the codec, the edge infer route and the Lambda handler with 20,000 random examples per
+# target (CI runs 2,000, derandomized). FUZZ_EXAMPLES=N to change the count.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz STRATO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/fuzz \
+		-p no:cacheprovider --timeout 3600 --hypothesis-show-statistics
+
+# Every benchmark, then benchmarks/results/REPORT.md (tables, charts, the machine).
+# BENCH_ARGS=--quick for a short run.
+bench: $(STAMP)
+	$(PY) benchmarks/report.py $(BENCH_ARGS)

@@ -29,6 +29,9 @@ FUZZ = settings(
     suppress_health_check=list(HealthCheck),
 )
 
+# pytest-timeout per fuzz test: generous (a hang still fails), scaled with the example count.
+TIMEOUT = max(300, EXAMPLES // 20)
+
 # Secondary properties (round trips, header parsing) get a quarter of the budget.
 FUZZ_LIGHT = settings(FUZZ, max_examples=max(EXAMPLES // 4, 100))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fuzz_strategies import FUZZ, FUZZ_LIGHT, arrays, json_values, request_bodies
+from fuzz_strategies import FUZZ, FUZZ_LIGHT, TIMEOUT, arrays, json_values, request_bodies
 from hypothesis import given
 from hypothesis import strategies as st
 from strato import InvalidInput
@@ -21,7 +21,7 @@ from strato._codec import (
 )
 from strato._tensors import TensorSpec, validate_inputs
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(TIMEOUT)
 
 _SHORT_HEADER = (
     b'{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":8}}]}'

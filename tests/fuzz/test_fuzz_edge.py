@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzz_strategies import FUZZ, infer_bodies, root_conftest
+from fuzz_strategies import FUZZ, TIMEOUT, infer_bodies, root_conftest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from strato import Registry
@@ -20,7 +20,7 @@ from strato._codec import HEADER_LENGTH, decode_response, header_length_from
 pytest.importorskip("starlette")
 pytest.importorskip("strato_edge")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(TIMEOUT)
 
 PATHS = [
     "/v2/models/tiny/infer",

@@ -14,14 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzz_strategies import FUZZ, FUZZ_LIGHT, infer_bodies, json_values, root_conftest, weighted
+from fuzz_strategies import (
+    FUZZ,
+    FUZZ_LIGHT,
+    TIMEOUT,
+    infer_bodies,
+    json_values,
+    root_conftest,
+    weighted,
+)
 from hypothesis import event, given
 from hypothesis import strategies as st
 from strato._codec import HEADER_LENGTH, decode_response, header_length_from
 
 pytest.importorskip("aws_lambda_powertools")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(TIMEOUT)
 
 EVENTS = Path(__file__).resolve().parents[1] / "lambda" / "events"
 INFER_PATHS = [
