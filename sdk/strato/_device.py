@@ -144,13 +144,21 @@ def _nvidia_smi_gpu() -> tuple[str | None, str | None]:
     return name.strip() or None, cap.strip() or None
 
 
-def _cuda_compute_capability() -> str | None:
+def _cuda_device() -> tuple[str | None, str | None]:
+    """(name, compute capability) of GPU 0 through cuda-python, or (None, None)."""
     try:
         cudart = _cudart()
         err, props = cudart.cudaGetDeviceProperties(0)
     except Exception:
-        return None
-    return f"{props.major}.{props.minor}" if getattr(err, "value", err) == 0 else None
+        return None, None
+    if getattr(err, "value", err) != 0:
+        return None, None
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else props.name
+    return (str(name).strip("\x00 ") or None), f"{props.major}.{props.minor}"
+
+
+def _cuda_compute_capability() -> str | None:
+    return _cuda_device()[1]
 
 
 def compute_capability(jetson_model: str | None = None) -> str | None:
@@ -200,7 +208,7 @@ def fingerprint() -> dict[str, Any]:
         "jetson_model": jetson,
         "l4t": _l4t(),
         "jetpack": _jetpack(),
-        "gpu": gpu or jetson,
+        "gpu": gpu or jetson or _cuda_device()[0],
         "compute_capability": cap or compute_capability(jetson),
         "cuda": _cuda_version(),
         "tensorrt": tensorrt_version(),
