@@ -106,11 +106,14 @@ class Batcher:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            self._running += (
+                1  # counts from the first pop, so `retire` never drops a gathered batch
+            )
             batch = await self._gather()
             if not batch:
+                self._running -= 1
                 self._slots.release()
                 continue
-            self._running += 1
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -129,7 +132,7 @@ class Batcher:
         batch, rows = [first], first.rows
         loop = asyncio.get_running_loop()
         # Wait for company only while the engine is busy anyway: a lone client never pays it.
-        wait = self._running > 0 and self.config.max_queue_delay_us > 0
+        wait = self._running > 1 and self.config.max_queue_delay_us > 0
         deadline = loop.time() + self.config.max_queue_delay_us / 1e6
         while rows < self.config.max_batch_size:
             if self._queue:
