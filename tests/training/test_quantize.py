@@ -271,3 +271,18 @@ def test_strato_quantize_cli_table_shows_both_precisions(mlp_registry: Registry)
     assert result.exit_code == 0, result.output
     assert "model.onnx" in result.output and "int8/qoperator" in result.output
     assert "serving default" in result.output and "cascade threshold" in result.output
+
+
+def test_quickstart_step_moves_the_context_to_the_optimized_version(
+    mlp_registry: Registry, digits: Dataset, tmp_path: Path
+) -> None:
+    from strato._registry import ModelRef
+    from strato_training.optimize import quickstart_step
+    from strato_training.pipeline import QuickstartContext
+
+    ctx = QuickstartContext(workdir=tmp_path, registry=mlp_registry, dataset=digits)
+    ctx.ref = ModelRef("digits-mlp", "1")
+    quickstart_step(ctx)
+    assert str(ctx.ref) == "digits-mlp:2"
+    assert ctx.bundle is not None and ctx.bundle.version == "2"
+    assert ctx.summary["optimize"]["calibration"]["cascade_threshold"] > 0

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from strato._cli import print_json
+from strato._cli import JsonOpt, RegistryOpt, print_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -27,17 +27,6 @@ DatasetOpt = Annotated[
     typer.Option(help="Dataset the model was trained on: digits, mnist:DIR, npz:PATH, folder:DIR."),
 ]
 SeedOpt = Annotated[int, typer.Option(help="Split seed: must match the one used for training.")]
-RegistryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--registry",
-        "-r",
-        help="Registry root: a folder or s3://bucket/prefix.",
-        envvar="STRATO_REGISTRY",
-        show_default=".strato/registry",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _registry(root: str | None) -> Any:

@@ -33,9 +33,17 @@ if TYPE_CHECKING:
     from strato._bundle import Artifact, Bundle
     from strato._registry import ModelRef, Registry
 
+    from strato_training.pipeline import QuickstartContext
     from strato_training.quantize import QuantizedArtifact
 
-__all__ = ["Dataset", "Split", "calibrate_bundle", "optimize_bundle", "quantize_bundle"]
+__all__ = [
+    "Dataset",
+    "Split",
+    "calibrate_bundle",
+    "optimize_bundle",
+    "quantize_bundle",
+    "quickstart_step",
+]
 
 
 class Split(Protocol):
@@ -211,3 +219,12 @@ def optimize_bundle(
         calibration=found,
         on_step=on_step,
     )
+
+
+def quickstart_step(ctx: QuickstartContext) -> None:
+    """The quickstart's optimize step (insert it after "publish"): calibrate + int8-static on
+    the published version; the context then points at the new version, whose default serves."""
+    ref, summary = optimize_bundle(ctx.registry, ctx.need("ref"), ctx.need("dataset"))
+    ctx.ref = ref
+    ctx.bundle = ctx.registry.open(ref)
+    ctx.summary["optimize"] = summary
