@@ -118,6 +118,7 @@ def export_onnx(
     if exporter == "legacy":
         _export_legacy(model, example, path, config)
     _check_graph(path, config)
+    _check_batch_axis(path, input_shape)
     return ExportResult(
         path=path,
         exporter=exporter,
@@ -197,6 +198,31 @@ def _check_graph(path: Path, config: ExportConfig) -> None:
         raise ExportError(
             f"exported input {config.input_name!r} has a fixed batch size {batch.dim_value}"
         )
+
+
+def _check_batch_axis(path: Path, input_shape: tuple[int, ...]) -> None:
+    """Run the graph at batch 1 and 3: a symbolic axis alone does not prove the graph is free
+    of shapes the tracer baked in (a reshape to the example's batch size, say)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).random((batch, *input_shape), dtype=np.float32)
+        try:
+            output = session.run(None, {name: x})[0]
+        except Exception as exc:  # onnxruntime raises its own Fail/RuntimeException types
+            raise ExportError(
+                f"{path.name} does not run at batch size {batch}: the export fixed a shape "
+                f"the batch axis depends on ({exc})"
+            ) from exc
+        if output.shape[0] != batch:
+            raise ExportError(
+                f"{path.name} returns {output.shape[0]} rows for a batch of {batch}: the "
+                "export fixed the batch size"
+            )
 
 
 def _opset_of(path: Path) -> int:
