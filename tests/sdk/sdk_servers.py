@@ -353,3 +353,65 @@ class StandIn:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+class DelayProxy:
+    """A TCP proxy in front of a real server: delays each chunk the client sends by `delay_s`
+    (a slowed edge, without touching the server) and counts the chunks (≈ requests)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.delay_s = 0.0
+        self.chunks = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._closed = threading.Event()
+        self._sockets: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: Any, target: Any, delayed: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if delayed:
+                    self.chunks += 1
+                    if self.delay_s:
+                        time.sleep(self.delay_s)
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for sock in self._sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
