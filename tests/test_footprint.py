@@ -1,0 +1,76 @@
+"""Footprints are part of the contract: the runtime packages and `strato --help` load no torch.
+
+Each check runs in a fresh interpreter, since this test process has torch loaded already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = {"torch", "tensorrt", "onnx", "onnxscript", "sklearn", "matplotlib"}
+# The client and the CLI root must also start without the inference and AWS stacks.
+CLIENT = HEAVY | {"onnxruntime", "boto3", "botocore"}
+STRATO = str(Path(sys.executable).parent / "strato")
+
+PROBE = """
+import json, sys
+{body}
+print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))
+"""
+
+
+def loaded_modules(body: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(body=body)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    ("body", "forbidden"),
+    [
+        ("import strato", CLIENT),
+        ("import strato._cli", CLIENT),
+        ("import strato_edge", HEAVY | {"boto3"}),
+        ("import strato_lambda", HEAVY),
+        ("import strato_lambda.app", HEAVY),
+        ("import strato_training", HEAVY),
+    ],
+)
+def test_imports_load_no_torch(body: str, forbidden: set[str]) -> None:
+    heavy = loaded_modules(body) & forbidden
+    assert not heavy, f"`{body}` loads {sorted(heavy)}"
+
+
+def test_strato_help_loads_no_torch() -> None:
+    body = (
+        "import sys\n"
+        "from strato._cli import app\n"
+        "try:\n"
+        "    app(['--help'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "for sub in ('train', 'quickstart', 'edge', 'cloud'):\n"
+        "    try:\n"
+        "        app([sub, '--help'], standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+    )
+    heavy = loaded_modules(body) & CLIENT
+    assert not heavy, f"`strato --help` loads {sorted(heavy)}"
+
+
+def test_the_installed_strato_command_helps() -> None:
+    done = subprocess.run([STRATO, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for command in ("train", "evaluate", "export", "publish", "quickstart", "predict", "models"):
+        assert command in done.stdout
