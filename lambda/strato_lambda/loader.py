@@ -123,12 +123,17 @@ def fetch_s3_bundle(store: S3Store, ref: ModelRef, cache_dir: Path) -> Bundle:
         version = str(Registry(store.url, s3_client=store.client).resolve(ref).version)
     target = cache_dir / ref.name / version
     if (target / MANIFEST).is_file():
-        return Bundle.load(target)
+        # verified (signature included) before it was renamed in; its manifest may be stripped
+        cached = Bundle.load(target, verify=False)
+        cached.verify()
+        return cached
     key = f"{ref.name}/{version}"
     manifest = Manifest.from_dict(json.loads(store.read_bytes(f"{key}/{MANIFEST}")))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.pull-", dir=target.parent))
     try:
+        # the signature (when STRATO_TRUSTED_KEYS is set) covers the manifest as published
+        Bundle(staging, manifest).check_signature()
         for artifact in manifest.artifacts:
             if artifact.kind == "tensorrt":
                 continue  # plans only run on the GPU that built them; Lambda has none
@@ -139,7 +144,7 @@ def fetch_s3_bundle(store: S3Store, ref: ModelRef, cache_dir: Path) -> Bundle:
         if len(kept) != len(manifest.artifacts):  # the signature covered the plans too
             manifest = replace(manifest, artifacts=tuple(kept), signature=None)
         write_manifest(staging, manifest)
-        Bundle.load(staging)  # verifies every sha256 before the rename
+        Bundle(staging, manifest).verify()  # every sha256 before the rename
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -268,3 +268,75 @@ def test_loading_without_keys_does_not_import_signing(tiny_bundle):
         env=env,
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- enforcement through the tiers: `strato edge pull` and the Lambda S3 loader ------------------
+def test_edge_pull_refuses_unsigned_and_installs_signed(tiny_registry, keys, tmp_path, monkeypatch):
+    sync = pytest.importorskip("strato_edge.sync")
+    alice, _ = keys
+    sign_registry_version(tiny_registry, "tiny:1", alice.private_path)
+    monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
+    store = tmp_path / "device"
+    result = sync.pull("tiny:1", source=tiny_registry, store=store)
+    assert result.version == "1" and (store / "tiny/1/manifest.json").is_file()
+    with pytest.raises(SignatureError, match=r"tiny:2: .*not signed"):
+        sync.pull("tiny:2", source=tiny_registry, store=store)
+    assert not (store / "tiny/2").exists()
+
+
+def _bundle_with_plan(tiny_bundle):
+    """tiny:1 plus a (fake) TensorRT plan artifact, which the Lambda loader never downloads."""
+    from strato._bundle import make_bundle
+
+    plan = tiny_bundle.root / "engines" / "fake.plan"
+    plan.parent.mkdir()
+    plan.write_bytes(b"not a real plan")
+    manifest = tiny_bundle.manifest
+    return make_bundle(
+        tiny_bundle.root,
+        name=manifest.name,
+        version=manifest.version,
+        inputs=manifest.inputs,
+        outputs=manifest.outputs,
+        labels=manifest.labels,
+        artifacts=[
+            {"path": "model.onnx", "kind": "onnx", "precision": "fp32"},
+            {"path": "engines/fake.plan", "kind": "tensorrt", "precision": "fp16"},
+        ],
+    )
+
+
+def test_lambda_s3_loader_checks_the_published_signature(tmp_path, tiny_bundle, keys, monkeypatch):
+    boto3 = pytest.importorskip("boto3")
+    loader = pytest.importorskip("strato_lambda.loader")
+    from moto.server import ThreadedMotoServer
+    from strato import ModelRef
+
+    alice, mallory = keys
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://{host}:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        s3.create_bucket(Bucket="signed-lambda")
+        reg = Registry("s3://signed-lambda/m", s3_client=s3)
+        reg.publish(_bundle_with_plan(tiny_bundle), alias="prod")
+        sign_registry_version(reg, "tiny@prod", alice.private_path)
+        cache = tmp_path / "lambda-cache"
+        monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(mallory.public_path))
+        with pytest.raises(SignatureError, match="not trusted"):
+            loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
+        assert not (cache / "tiny" / "1").exists()
+        monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
+        bundle = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
+        assert [a.kind for a in bundle.manifest.artifacts] == ["onnx"]  # the plan stayed in S3
+        again = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny:1"), cache)  # cache hit
+        assert again.root == bundle.root
+    finally:
+        server.stop()
