@@ -149,7 +149,12 @@ def quantize_int8_static(
             per_channel=True,
             activation_type=QuantType.QInt8 if qdq else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": qdq, "WeightSymmetric": True},
+            # TensorRT dequantizes int8 weights but not int32 biases: QDQ keeps biases float.
+            extra_options={
+                "ActivationSymmetric": qdq,
+                "WeightSymmetric": True,
+                "QuantizeBias": not qdq,
+            },
         )
     except Exception as exc:
         raise ExportError(f"static int8 ({fmt}) quantization of {fp32_path} failed: {exc}") from exc
