@@ -2,7 +2,9 @@
 
 Each request is validated against the model's signature before it joins a batch, so one bad
 request never fails its neighbours; if a joined batch still fails, its requests are retried one
-by one. Inference runs in a thread pool, never on the event loop.
+by one. Inference runs in a thread pool; only an engine whose runs are measured faster than a
+thread hand-off (`inline_below_us`, 150 µs by default: a tiny MLP) runs on the event loop, where
+the hand-off would cost more than the model.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,7 @@ __all__ = ["Batcher"]
 log = logging.getLogger("strato.edge.batcher")
 
 Tensors = dict[str, np.ndarray[Any, Any]]
+_WARM_RUNS = 8  # runs measured in the thread pool before a model may run inline
 
 
 @dataclass(slots=True)
@@ -69,6 +73,8 @@ class Batcher:
         self._closed = False
         self._collector: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._run_seconds = 0.0
+        self._runs = 0
 
     @property
     def depth(self) -> int:
@@ -78,6 +84,8 @@ class Batcher:
         if not self.batching or self._closed:
             return await self._run_engine(inputs)
         validate_inputs(self.engine.inputs, inputs)
+        if not self._queue and self._running == 0 and not self._slots.locked():
+            return await self._run_alone(inputs)
         pending = self._pending(inputs)
         self._queue.append(pending)
         self._wakeup.set()
@@ -93,9 +101,36 @@ class Batcher:
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         return _Pending(inputs, rows.pop(), key, future)
 
+    async def _run_alone(self, inputs: Tensors) -> Tensors:
+        """An idle model runs a lone request at once; requests arriving meanwhile queue up."""
+        await self._slots.acquire()  # free: checked just before, and nothing awaited since
+        self._running += 1
+        try:
+            return await self._run_engine(inputs)
+        finally:
+            self._running -= 1
+            self._slots.release()
+
+    def _timed_infer(self, inputs: Tensors) -> Tensors:
+        started = time.perf_counter()
+        outputs = self.engine.infer(inputs)
+        elapsed = time.perf_counter() - started
+        self._run_seconds += 0.2 * (elapsed - self._run_seconds)  # moving average
+        self._runs += 1
+        return outputs
+
+    @property
+    def inline(self) -> bool:
+        """Runs measured faster than a thread hand-off run on the event loop itself."""
+        limit = self.config.inline_below_us / 1e6
+        return self._runs >= _WARM_RUNS and self._run_seconds < limit
+
     async def _run_engine(self, inputs: Tensors) -> Tensors:
-        loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self.engine.infer, inputs)
+        if self.inline:
+            outputs = self._timed_infer(inputs)
+        else:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._timed_infer, inputs)
         if self._on_batch is not None:
             self._on_batch(next(iter(inputs.values())).shape[0] if inputs else 0)
         return outputs

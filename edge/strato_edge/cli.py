@@ -76,6 +76,12 @@ def serve(
     max_queue_delay_us: Annotated[
         int, typer.Option(help="How long a batch waits for more requests while the model is busy.")
     ] = 500,
+    inline_below_us: Annotated[
+        int,
+        typer.Option(
+            help="Engines whose runs average under this run on the event loop; 0 = never."
+        ),
+    ] = 150,
     batching: Annotated[
         Path | None,
         typer.Option(help='Per-model batching, JSON or TOML: {"default": {...}, "models": {...}}.'),
@@ -102,7 +108,11 @@ def serve(
     from strato_edge.runner import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    base = BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us)
+    base = BatchingConfig(
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us,
+        inline_below_us=inline_below_us,
+    )
     per_model: dict[str, BatchingConfig] = {}
     if batching is not None:
         base, per_model = load_batching(batching, base)

@@ -35,18 +35,22 @@ class BatchingConfig:
 
     `max_queue_delay_us` is how long the first request of a batch may wait for company; the
     batcher only waits while the model is already busy, so a lone client never pays it.
-    `instances` is how many batches of one model may run at once.
+    `instances` is how many batches of one model may run at once. An engine whose runs average
+    under `inline_below_us` runs on the event loop (0: always in the thread pool).
     """
 
     max_batch_size: int = 32
     max_queue_delay_us: int = 500
     instances: int = 2
+    inline_below_us: int = 150
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_queue_delay_us < 0:
             raise ConfigError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if self.inline_below_us < 0:
+            raise ConfigError(f"inline_below_us must be >= 0, got {self.inline_below_us}")
         if self.instances < 1:
             raise ConfigError(f"instances must be >= 1, got {self.instances}")
 
@@ -58,7 +62,7 @@ class BatchingConfig:
     def from_dict(cls, raw: Any, base: BatchingConfig | None = None) -> BatchingConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"a batching entry must be a table/object, got {raw!r}")
-        known = {"max_batch_size", "max_queue_delay_us", "instances"}
+        known = {"max_batch_size", "max_queue_delay_us", "instances", "inline_below_us"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"unknown batching key(s) {unknown}; known: {sorted(known)}")

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,7 +33,7 @@ from strato_edge.metrics import Metrics
 from strato_edge.store import ModelStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
     from starlette.requests import Request
 
@@ -43,9 +44,17 @@ __all__ = ["EdgeServer", "HttpError", "create_app"]
 
 log = logging.getLogger("strato.edge.server")
 
+_T = TypeVar("_T")
 SAGEMAKER_TARGET = "x-amzn-sagemaker-target-model"
 MODEL_VERSION = "X-Strato-Model-Version"
 PRECISION = "X-Strato-Precision"
+
+
+async def _with_deadline(work: Coroutine[Any, Any, _T], seconds: float) -> _T:
+    if sys.version_info >= (3, 11):  # asyncio.timeout spares wait_for's extra task
+        async with asyncio.timeout(seconds):
+            return await work
+    return await asyncio.wait_for(work, seconds)
 
 
 class HttpError(Exception):
@@ -212,9 +221,7 @@ class EdgeServer:
     async def _infer(self, request: Request, served: ServedModel, *, sagemaker: bool) -> Response:
         body = await self._body(request)
         decoded = decode_request(body, header_length=header_length_from(request.headers))
-        outputs = await asyncio.wait_for(
-            served.batcher.infer(decoded.inputs), self.config.timeout_s
-        )
+        outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
         if decoded.outputs is None:
             binary: bool | set[str] = decoded.binary_default
         else:
