@@ -86,6 +86,10 @@ def parse_model_uri(uri: str) -> ModelSource:
         if uri[5:].count("/") < 1:
             raise ConfigError(f"MODEL_URI {uri!r} names a bucket but no model")
         root, ref = _split_ref(uri)
+        if not root.startswith("s3://") or len(root) <= 5:
+            raise ConfigError(
+                f"MODEL_URI {uri!r} names no bucket and model: expected s3://BUCKET/.../NAME/VERSION"
+            )
         return ModelSource("s3", root, ref)
     path = Path(uri).expanduser()
     if (path / MANIFEST).is_file():

@@ -94,6 +94,10 @@ def moto_s3() -> Iterator[tuple[str, Any]]:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+    import urllib.request
+
+    # One moto backend per process: start every test from an empty account.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
     client.create_bucket(Bucket="models")
     try:
         yield endpoint, client
