@@ -131,22 +131,33 @@ class AsyncRouter(RouterBase):
         reasons: list[str] = []
         attempts = 0
         error: TransportError | None = None
-        skipped = [b for b in backends if not b.breaker.allow()]
-        reasons.extend(f"{b.tier}-open" for b in skipped)
-        for backend in [b for b in backends if b not in skipped] + skipped:
+        skipped: list[Backend] = []
+        last_resort = False
+        queue = list(backends)
+        while queue:
+            backend = queue.pop(0)
+            # allow() lazily, one backend at a time: in half-open it takes the probe slot
+            if not last_resort and not backend.breaker.allow():
+                skipped.append(backend)
+                reasons.append(f"{backend.tier}-open")
+                if not queue:
+                    queue, skipped, last_resort = skipped, [], True
+                continue
             try:
                 response, failed, tries = await self.call(backend, request, deadline, info)
             except Unavailable as exc:  # another model version
                 reasons.append(f"{backend.tier}-version")
                 attempts, error = attempts + 1, exc
-                continue
-            attempts += tries
-            if response is not None:
-                tier = f"{backend.tier}(open)" if backend in skipped else backend.tier
-                return response, "→".join([*reasons, tier]), attempts
-            assert failed is not None
-            error = failed
-            reasons.append(f"{backend.tier}-{failure_kind(failed)}")
+            else:
+                attempts += tries
+                if response is not None:
+                    tier = f"{backend.tier}(open)" if last_resort else backend.tier
+                    return response, "→".join([*reasons, tier]), attempts
+                assert failed is not None
+                error = failed
+                reasons.append(f"{backend.tier}-{failure_kind(failed)}")
+            if not queue and skipped:
+                queue, skipped, last_resort = skipped, [], True
         raise error or Unavailable("no backend to try", backend=None)
 
     async def cascade(

@@ -72,3 +72,27 @@ def test_async_cascade_and_predict_many(tiny_registry, cloud_standin, digit_batc
             assert len(result.labels) == 4
 
     run(main())
+
+
+def test_async_breaker_opens_and_closes(edge_standin, cloud_standin, digit_batch):
+    from strato import BreakerConfig
+
+    async def main() -> None:
+        cloud = Lambda("strato-infer", endpoint_url=cloud_standin.url)
+        breaker = BreakerConfig(failures=2, window_s=30, cooldown_s=0.2, successes=1)
+        async with AsyncClient(
+            edge=AsyncEdge(edge_standin.url), cloud=cloud, retry=Retry(attempts=1), breaker=breaker
+        ) as client:
+            await client.metadata("tiny")
+            edge_standin.fail(503, times=2)
+            for _ in range(2):
+                assert (await client.predict("tiny", digit_batch)).served_by == "lambda"
+            skipped = await client.predict("tiny", digit_batch)
+            assert skipped.route_reason == "edge-open→cloud"
+            await asyncio.sleep(0.25)
+            back = await client.predict("tiny", digit_batch)
+            assert (back.served_by, back.route_reason) == ("edge", "edge")
+            assert client.backends[0].breaker.state == "closed"
+            assert client.backends[1].breaker.state == "closed"
+
+    run(main())
