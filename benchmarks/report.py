@@ -231,7 +231,35 @@ def _quantization(result: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _sdk_overhead(result: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"SDK overhead, {model} batch 1",
+            f"Client(Local) +{r['local_added_us']:.1f} µs over session.run "
+            f"({r['local_ratio']:.2f}×); Client(Edge) {r['edge_ratio']:.2f}× a raw HTTP POST",
+            "sdk_overhead",
+        )
+        for model, r in result["models"].items()
+    ]
+
+
+def _edge_server(result: dict[str, Any]) -> list[Row]:
+    rows = [r for r in result["rows"] if r.get("model") == "mlp"] or result["rows"]
+    top = max(r["concurrency"] for r in rows)
+    return [
+        (
+            f"edge throughput, {r['model']} c={top}: {r['server']} ({r['body']})",
+            f"{r['throughput']:,.0f} req/s, p99 {r['p99_ms']:.1f} ms",
+            "edge_server",
+        )
+        for r in sorted(rows, key=lambda r: -r["throughput"])
+        if r["concurrency"] == top
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "sdk_overhead": _sdk_overhead,
+    "edge_server": _edge_server,
     "soak": _soak,
     "cold_start": _cold_start,
     "quantization": _quantization,
