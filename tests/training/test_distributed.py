@@ -23,7 +23,7 @@ def test_two_processes_match_one_within_a_point(
     from dataclasses import replace
 
     config = replace(fast_config, nproc=2)
-    result = train(config, out_dir=tmp_path / "ddp", progress=False)
+    result = train(config, out_dir=tmp_path / "ddp", dataset=digits, progress=False)
     assert result.world_size == 2
     assert len(result.history) == len(trained_mlp.history)
     assert abs(accuracy(result, digits) - accuracy(trained_mlp, digits)) <= 0.01

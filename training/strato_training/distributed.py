@@ -26,7 +26,7 @@ from strato._errors import StratoError
 from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 from torch.nn.parallel import DistributedDataParallel
 
-from strato_training.data import load_dataset
+from strato_training.data import Dataset, load_dataset
 from strato_training.models import build_model
 from strato_training.trainer import TrainResult, fit, load_run, resolve_device, save_run
 
@@ -34,6 +34,16 @@ if TYPE_CHECKING:
     from strato_training.trainer import TrainConfig
 
 __all__ = ["TORCHRUN_EXAMPLE", "launched_by_torchrun", "train_distributed"]
+
+
+def dataset_for(config: TrainConfig) -> Dataset:
+    return load_dataset(
+        config.dataset,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+    )
+
 
 TORCHRUN_EXAMPLE = (
     'torchrun --standalone --nproc-per-node 2 "$(command -v strato)" train '
@@ -50,17 +60,16 @@ def train_distributed(
     *,
     out_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    dataset: Dataset | None = None,
 ) -> TrainResult:
-    """Train over `config.nproc` spawned processes (or as one rank of a torchrun launch)."""
+    """Train over `config.nproc` spawned processes (or as one rank of a torchrun launch).
+
+    `dataset` (loaded here when not given) is handed to every spawned rank.
+    """
     if launched_by_torchrun():
         return _torchrun_rank(config, out_dir, progress)
     # Fail fast, in this process, on a bad dataset or model spec before spawning anything.
-    dataset = load_dataset(
-        config.dataset,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-    )
+    dataset = dataset or dataset_for(config)
     build_model(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
     resolve_device(config.device)
     run_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="strato-ddp-"))
@@ -68,7 +77,7 @@ def train_distributed(
     try:
         spawn(  # type: ignore[no-untyped-call]
             _spawned_rank,
-            args=(config, f"file://{store}/store", str(run_dir), progress),
+            args=(config, dataset, f"file://{store}/store", str(run_dir), progress),
             nprocs=config.nproc,
             join=True,
         )
@@ -89,13 +98,18 @@ def _backend(config: TrainConfig) -> str:
 
 
 def _spawned_rank(
-    rank: int, config: TrainConfig, init_method: str, run_dir: str, progress: bool
+    rank: int,
+    config: TrainConfig,
+    dataset: Dataset,
+    init_method: str,
+    run_dir: str,
+    progress: bool,
 ) -> None:
     dist.init_process_group(
         _backend(config), init_method=init_method, rank=rank, world_size=config.nproc
     )
     try:
-        result = _fit_rank(config, rank, rank, config.nproc, progress)
+        result = _fit_rank(config, dataset, rank, rank, config.nproc, progress)
         if rank == 0:
             save_run(result, run_dir)
         dist.barrier()
@@ -110,7 +124,7 @@ def _torchrun_rank(
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     dist.init_process_group(_backend(config), init_method="env://")
     try:
-        result = _fit_rank(config, rank, local_rank, world_size, progress)
+        result = _fit_rank(config, dataset_for(config), rank, local_rank, world_size, progress)
         if rank == 0 and out_dir is not None:
             save_run(result, out_dir)
         dist.barrier()
@@ -121,7 +135,12 @@ def _torchrun_rank(
 
 
 def _fit_rank(
-    config: TrainConfig, rank: int, local_rank: int, world_size: int, progress: bool
+    config: TrainConfig,
+    dataset: Dataset,
+    rank: int,
+    local_rank: int,
+    world_size: int,
+    progress: bool,
 ) -> TrainResult:
     device = resolve_device(config.device)
     if device.type == "cuda":
@@ -130,12 +149,6 @@ def _fit_rank(
     else:
         # Share the cores: N ranks each using every core would thrash.
         torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // world_size))
-    dataset = load_dataset(
-        config.dataset,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-    )
     torch.manual_seed(config.seed)
     model = build_model(
         config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes

@@ -151,7 +151,7 @@ def train(
     if config.nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from strato_training.distributed import train_distributed
 
-        return train_distributed(config, out_dir=out_dir, progress=progress)
+        return train_distributed(config, out_dir=out_dir, progress=progress, dataset=dataset)
     if dataset is None:
         dataset = load_dataset(
             config.dataset,
