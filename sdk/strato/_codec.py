@@ -60,7 +60,8 @@ def loads(body: bytes | str) -> Any:
 
 def dumps(value: Any) -> bytes:
     if _orjson is not None:
-        return _orjson.dumps(value, option=_orjson.OPT_SERIALIZE_NUMPY)
+        encoded: bytes = _orjson.dumps(value, option=_orjson.OPT_SERIALIZE_NUMPY)
+        return encoded
     return json.dumps(value, default=_json_default).encode()
 
 
