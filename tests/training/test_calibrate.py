@@ -117,13 +117,6 @@ def test_manifest_dict_has_the_keys_the_cascade_policy_reads() -> None:
     json.dumps(found)
 
 
-@pytest.fixture(scope="module")
-def digits() -> object:
-    from strato_training.data import load_dataset
-
-    return load_dataset("digits", seed=0)
-
-
 def test_calibrate_bundle_publishes_the_next_version(
     tiny_registry: Registry, digits: object
 ) -> None:

@@ -15,7 +15,7 @@ from strato import Bundle, QuantizationError, Registry, TensorSpec
 from strato._bundle import make_bundle
 from strato._cli import app
 from strato._engines import load_engine
-from strato_training.data import Dataset, load_dataset
+from strato_training.data import Dataset
 from strato_training.optimize import optimize_bundle, quantize_bundle
 from strato_training.quantize import pick_default
 from typer.testing import CliRunner
@@ -68,11 +68,6 @@ def publish_mlp(
         opset=17,
     )
     registry.publish(bundle)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load_dataset("digits", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +281,22 @@ def test_quickstart_step_moves_the_context_to_the_optimized_version(
     assert str(ctx.ref) == "digits-mlp:2"
     assert ctx.bundle is not None and ctx.bundle.version == "2"
     assert ctx.summary["optimize"]["calibration"]["cascade_threshold"] > 0
+
+
+def test_report_json_of_a_published_run_gains_calibration_and_quantization(
+    exported_run: Path, digits: Dataset, tmp_path: Path
+) -> None:
+    """A run published by `strato publish` carries report.json; the optimized version's copy
+    records the temperature, ECE before/after and the per-artifact quantization metrics."""
+    from strato_training.publish import PublishConfig, publish
+
+    registry = Registry(tmp_path / "registry")
+    source = publish(exported_run, PublishConfig("digits-mlp"), registry=registry).ref
+    ref, summary = optimize_bundle(registry, source, digits)
+    report = json.loads(registry.open(ref).path_of("report.json").read_text())
+    assert report["calibration"]["temperature"] == summary["calibration"]["temperature"]
+    assert {"ece_before", "ece_after"} <= set(report["calibration"])
+    assert report["quantization"]["default"] == summary["default"]
+    assert "model.int8.qdq.onnx" in report["quantization"]["artifacts"]
+    original = json.loads(registry.open(source).path_of("report.json").read_text())
+    assert "calibration" not in original and original["accuracy"] == report["accuracy"]

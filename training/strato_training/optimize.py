@@ -8,6 +8,7 @@ fastest accurate artifact (never one slower than fp32). Returns the new `ModelRe
 
 from __future__ import annotations
 
+import json
 import platform
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from strato._errors import BundleError
 
-from strato_training.bundle_edit import add_artifacts
+from strato_training.bundle_edit import NewFile, add_artifacts
 from strato_training.calibrate import calibrate
 from strato_training.quantize import (
     evaluate_artifact,
@@ -74,6 +75,21 @@ def _say(on_step: Callable[[str], None] | None, text: str) -> None:
         on_step(text)
 
 
+REPORT = "report.json"
+
+
+def _report_update(bundle: Bundle, workdir: Path, updates: dict[str, Any]) -> list[NewFile]:
+    """The bundle's report.json (from evaluate) with `updates` merged in, as a file to add."""
+    if not any(a.path == REPORT for a in bundle.manifest.artifacts):
+        return []
+    report = json.loads(bundle.path_of(REPORT).read_text())
+    if not isinstance(report, dict):
+        return []
+    target = workdir / REPORT
+    target.write_text(json.dumps({**report, **updates}, indent=2) + "\n")
+    return [(target, {"path": REPORT, "kind": "file"})]
+
+
 def calibration_for(bundle: Bundle, dataset: Dataset, target_precision: float) -> dict[str, Any]:
     logits = predict_logits(bundle.path_of(_fp32(bundle)), dataset.val.x)
     return calibrate(logits, dataset.val.y, target_precision=target_precision).to_manifest()
@@ -89,7 +105,9 @@ def calibrate_bundle(
     """Temperature + ECE + cascade threshold into `manifest.calibration` of the next version."""
     bundle = registry.open(ref)
     found = calibration_for(bundle, dataset, target_precision)
-    new_ref = add_artifacts(registry, bundle.ref, calibration=found, note="calibrate")
+    with tempfile.TemporaryDirectory(prefix="strato-calibrate-") as tmp:
+        files = _report_update(bundle, Path(tmp), {"calibration": found})
+        new_ref = add_artifacts(registry, bundle.ref, files, calibration=found, note="calibrate")
     return new_ref, {"ref": str(new_ref), "from": bundle.ref, "calibration": found}
 
 
@@ -167,7 +185,12 @@ def quantize_bundle(
             "default_reason": reason,
             "measured_on": f"onnxruntime CPU, {platform.machine()} {platform.processor()}".strip(),
         }
-        files = [(workdir / m.path, m.artifact_spec()) for m in made]
+        files: list[NewFile] = [(workdir / m.path, m.artifact_spec()) for m in made]
+        quantization = {"default": default, "default_reason": reason, "artifacts": metrics}
+        updates = {"quantization": quantization}
+        if calibration is not None:
+            updates["calibration"] = calibration
+        files += _report_update(bundle, workdir, updates)
         _say(on_step, "publish")
         new_ref = add_artifacts(
             registry,
