@@ -115,13 +115,18 @@ class Batcher:
         started = time.perf_counter()
         outputs = self.engine.infer(inputs)
         elapsed = time.perf_counter() - started
-        self._run_seconds += 0.2 * (elapsed - self._run_seconds)  # moving average
+        # Falls at once, rises slowly: a neighbour stealing the CPU only ever adds time, so
+        # the estimate tracks the model's own cost instead of flapping on noise.
+        if self._runs == 0 or elapsed < self._run_seconds:
+            self._run_seconds = elapsed
+        else:
+            self._run_seconds += 0.05 * (elapsed - self._run_seconds)
         self._runs += 1
         return outputs
 
     @property
     def inline(self) -> bool:
-        """Runs measured faster than a thread hand-off run on the event loop itself."""
+        """Engines measured faster than a thread hand-off run on the event loop itself."""
         limit = self.config.inline_below_us / 1e6
         return self._runs >= _WARM_RUNS and self._run_seconds < limit
 

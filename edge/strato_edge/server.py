@@ -277,19 +277,19 @@ def create_app(config: ServeConfig) -> Starlette:
     """The ASGI app for `config`; models load in its lifespan, before the port opens."""
     server = EdgeServer(config)
     g = server.guarded
-    routes = [
+    routes = [  # the hot routes first: Starlette tries them in order
+        Route("/v2/models/{model}/infer", server.infer, methods=["POST"]),
+        Route("/invocations", server.invocations, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/infer", server.infer, methods=["POST"]),
         Route("/v2/health/live", server.live),
         Route("/v2/health/ready", server.ready),
         Route("/ping", server.ready),
         Route("/v2", g(server.server_metadata)),
-        Route("/v2/models/{model}/infer", server.infer, methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}/infer", server.infer, methods=["POST"]),
         Route("/v2/models/{model}", g(server.model_metadata)),
         Route("/v2/models/{model}/versions/{version}", g(server.model_metadata)),
         Route("/v2/models/{model}/ready", g(server.model_ready)),
         Route("/v2/models/{model}/versions/{version}/ready", g(server.model_ready)),
         Route("/v2/repository/index", g(server.repository_index), methods=["GET", "POST"]),
-        Route("/invocations", server.invocations, methods=["POST"]),
         Route("/metrics", g(server.metrics_text)),
     ]
     app = Starlette(
