@@ -7,10 +7,12 @@ mlp: 784-128-10. cnn: two 3x3 convs (8, 16 channels) + pooling. cnn-heavy: two 3
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MODELS = ("mlp", "cnn", "cnn-heavy")
 
