@@ -3,31 +3,27 @@
 Two ways in, one model:
 
 - API Gateway HTTP API (payload format 2.0) → Powertools' `APIGatewayHttpResolver` serving the
-  Open Inference Protocol v2 routes (JSON, or binary tensors with a base64 body) and `POST /predict`.
+  Open Inference Protocol v2 routes (JSON, or binary tensors with a base64 body) and `POST /predict`
+  (`strato_lambda.http_api`, imported on the first HTTP event).
 - A direct `lambda.invoke` with strato's envelope (`strato._envelope`) → the same OIP bytes,
   base64 inside JSON; the SDK's `Lambda` transport speaks this.
 
 Powertools: Logger (structured JSON, correlation id = the API request id or the envelope id),
 Tracer (only built in Lambda without `POWERTOOLS_TRACE_DISABLED=true`: no X-Ray daemon needed
-elsewhere), Metrics (EMF:
-InferenceLatency, ColdStart, ModelLoadTime, Errors by ErrorType). Errors: 400/404/413 with
+elsewhere), Metrics (EMF: InferenceLatency, ColdStart, ModelLoadTime, Errors by ErrorType). Errors: 400/404/413 with
 `{"error": ...}`; anything unexpected is logged with its stack and answered 500 with the request
 id only.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import strato
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from strato._codec import HEADER_LENGTH, dumps, header_length_from
 from strato._envelope import ENVELOPE_VERSION, is_envelope, pack, unpack
 from strato._errors import InferenceError, InvalidInput, TransportError
 
@@ -39,7 +35,16 @@ if TYPE_CHECKING:
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-__all__ = ["configure", "handler", "metrics", "resolver", "service", "tracing_enabled"]
+__all__ = [
+    "configure",
+    "count_error",
+    "handler",
+    "logger",
+    "metrics",
+    "record_latency",
+    "service",
+    "tracing_enabled",
+]
 
 _settings = Settings.resolve()
 
@@ -56,7 +61,6 @@ def tracing_enabled() -> bool:
 logger = Logger(service=_settings.service)
 tracer = Tracer(service=_settings.service) if tracing_enabled() else None
 metrics = Metrics(namespace=_settings.namespace, service=_settings.service)
-resolver = APIGatewayHttpResolver()
 _service: ModelService | None = None
 
 
@@ -75,142 +79,19 @@ def service() -> ModelService:
     return _service if _service is not None else configure()
 
 
-def _json(status: int, value: Any) -> Response[Any]:
-    return Response(status, "application/json", dumps(value).decode())
-
-
-def _count_error(kind: str) -> None:
+def count_error(kind: str) -> None:
     with single_metric(
         name="Errors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
     ) as metric:
         metric.add_dimension(name="ErrorType", value=kind)
 
 
-def _request_id() -> str:
-    context = getattr(resolver, "lambda_context", None)
-    return str(getattr(context, "aws_request_id", "") or "unknown")
-
-
-# --- HTTP API routes --------------------------------------------------------------------
-@resolver.get("/v2/health/live")
-def health_live() -> Response[Any]:
-    return _json(200, {"live": True})
-
-
-@resolver.get("/v2/health/ready")
-def health_ready() -> Response[Any]:
-    ready = service().try_load()
-    body: dict[str, Any] = {"ready": ready}
-    if not ready:
-        body["error"] = service().error
-    return _json(200 if ready else 503, body)
-
-
-@resolver.get("/v2")
-def server_metadata() -> Response[Any]:
-    return _json(
-        200,
-        {
-            "name": "strato-lambda",
-            "version": strato.__version__,
-            "extensions": ["binary_tensor_data"],
-        },
-    )
-
-
-@resolver.get("/v2/models/<model>")
-def model_metadata(model: str) -> Response[Any]:
-    return _json(200, service().metadata(model))
-
-
-@resolver.get("/v2/models/<model>/versions/<version>")
-def model_version_metadata(model: str, version: str) -> Response[Any]:
-    return _json(200, service().metadata(model, version))
-
-
-@resolver.get("/v2/models/<model>/ready")
-def model_ready(model: str) -> Response[Any]:
-    service().model_for(model)
-    return _json(200, {"name": model, "ready": True})
-
-
-@resolver.post("/v2/models/<model>/infer")
-def infer(model: str) -> Response[Any]:
-    return _infer(model, None)
-
-
-@resolver.post("/v2/models/<model>/versions/<version>/infer")
-def infer_version(model: str, version: str) -> Response[Any]:
-    return _infer(model, version)
-
-
-@resolver.post("/predict")
-def predict() -> Response[Any]:
-    started = time.perf_counter()
-    result = service().predict(_body())
-    _record_latency(started)
-    return _json(200, result)
-
-
-def _body() -> bytes:
-    event = resolver.current_event
-    raw = event.body or ""
-    if event.is_base64_encoded:
-        try:
-            return base64.b64decode(raw, validate=True)
-        except ValueError:
-            raise InvalidInput("the request body is marked base64 but is not") from None
-    return raw.encode()
-
-
-def _infer(model: str, version: str | None) -> Response[Any]:
-    started = time.perf_counter()
-    headers = dict(resolver.current_event.headers or {})
-    body = _body()
-    service().check_size(len(body))
-    result = service().infer(model, version, body, header_length_from(headers))
-    _record_latency(started)
-    if result.header_length is None:
-        return Response(200, "application/json", result.body.decode())
-    return Response(
-        200,
-        "application/octet-stream",
-        result.body,  # bytes: Powertools sends them base64-encoded with isBase64Encoded
-        headers={HEADER_LENGTH: str(result.header_length)},
-    )
-
-
-def _record_latency(started: float) -> None:
+def record_latency(started: float) -> None:
     metrics.add_metric(
         name="InferenceLatency",
         unit=MetricUnit.Milliseconds,
         value=(time.perf_counter() - started) * 1000,
     )
-
-
-@resolver.exception_handler(InferenceError)  # type: ignore[untyped-decorator]
-def _inference_error(exc: InferenceError) -> Response[Any]:
-    _count_error(type(exc).__name__)
-    return _json(exc.status_code, {"error": str(exc)})
-
-
-@resolver.exception_handler(TransportError)  # type: ignore[untyped-decorator]
-def _unavailable(exc: TransportError) -> Response[Any]:
-    _count_error(type(exc).__name__)
-    return _json(503, {"error": str(exc)})
-
-
-@resolver.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def _internal_error(exc: Exception) -> Response[Any]:
-    _count_error("Internal")
-    logger.exception("unhandled error", extra={"request_id": _request_id()})
-    return _json(500, {"error": f"internal error (request id {_request_id()})"})
-
-
-@resolver.not_found
-def _no_route(exc: Exception) -> Response[Any]:
-    event = resolver.current_event
-    return _json(404, {"error": f"no route for {event.http_method} {event.path}"})
 
 
 # --- direct invoke ----------------------------------------------------------------------
@@ -238,16 +119,16 @@ def _direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             precision=result.precision,
         )
     except InferenceError as exc:
-        _count_error(type(exc).__name__)
+        count_error(type(exc).__name__)
         return _error_envelope(exc.status_code, str(exc))
     except TransportError as exc:
-        _count_error(type(exc).__name__)
+        count_error(type(exc).__name__)
         return _error_envelope(503, str(exc))
     except Exception:
-        _count_error("Internal")
+        count_error("Internal")
         logger.exception("unhandled error", extra={"request_id": context.aws_request_id})
         return _error_envelope(500, f"internal error (request id {context.aws_request_id})")
-    _record_latency(started)
+    record_latency(started)
     return answer
 
 
@@ -276,8 +157,12 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.set_correlation_id(
             str(event["requestContext"].get("requestId") or context.aws_request_id)
         )
+        # The resolver (and Powertools' event_handler package) loads on the first HTTP event:
+        # direct invokes, the SDK's path, never pay for importing it.
+        from strato_lambda.http_api import resolver
+
         return resolver.resolve(event, context)
-    _count_error("UnknownEvent")
+    count_error("UnknownEvent")
     return _error_envelope(400, "not an API Gateway HTTP API (2.0) event nor a strato envelope")
 
 

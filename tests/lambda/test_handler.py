@@ -211,7 +211,8 @@ def test_unloadable_model_answers_503(event: Any, lambda_context: Any, tmp_path:
 def test_import_loads_no_torch() -> None:
     code = (
         "import sys, strato_lambda.app, strato_lambda.cli; "
-        "bad = [m for m in ('torch', 'tensorrt', 'boto3') if m in sys.modules]; "
+        "bad = [m for m in ('torch', 'tensorrt', 'boto3', 'aws_xray_sdk', "
+        "'aws_lambda_powertools.event_handler') if m in sys.modules]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

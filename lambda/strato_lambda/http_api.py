@@ -1,0 +1,145 @@
+"""The HTTP API face of the function: Powertools' `APIGatewayHttpResolver` with the Open Inference
+Protocol v2 routes (JSON, or binary tensors in a base64 body) and `POST /predict`.
+
+Imported by `strato_lambda.app` on the first API Gateway event only.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import strato
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from strato._codec import HEADER_LENGTH, dumps, header_length_from
+from strato._errors import InferenceError, InvalidInput, TransportError
+
+from strato_lambda.app import count_error, logger, record_latency, service
+
+__all__ = ["resolver"]
+
+resolver = APIGatewayHttpResolver()
+
+
+def _json(status: int, value: Any) -> Response[Any]:
+    return Response(status, "application/json", dumps(value).decode())
+
+
+def _request_id() -> str:
+    context = getattr(resolver, "lambda_context", None)
+    return str(getattr(context, "aws_request_id", "") or "unknown")
+
+
+# --- HTTP API routes --------------------------------------------------------------------
+@resolver.get("/v2/health/live")
+def health_live() -> Response[Any]:
+    return _json(200, {"live": True})
+
+
+@resolver.get("/v2/health/ready")
+def health_ready() -> Response[Any]:
+    ready = service().try_load()
+    body: dict[str, Any] = {"ready": ready}
+    if not ready:
+        body["error"] = service().error
+    return _json(200 if ready else 503, body)
+
+
+@resolver.get("/v2")
+def server_metadata() -> Response[Any]:
+    return _json(
+        200,
+        {
+            "name": "strato-lambda",
+            "version": strato.__version__,
+            "extensions": ["binary_tensor_data"],
+        },
+    )
+
+
+@resolver.get("/v2/models/<model>")
+def model_metadata(model: str) -> Response[Any]:
+    return _json(200, service().metadata(model))
+
+
+@resolver.get("/v2/models/<model>/versions/<version>")
+def model_version_metadata(model: str, version: str) -> Response[Any]:
+    return _json(200, service().metadata(model, version))
+
+
+@resolver.get("/v2/models/<model>/ready")
+def model_ready(model: str) -> Response[Any]:
+    service().model_for(model)
+    return _json(200, {"name": model, "ready": True})
+
+
+@resolver.post("/v2/models/<model>/infer")
+def infer(model: str) -> Response[Any]:
+    return _infer(model, None)
+
+
+@resolver.post("/v2/models/<model>/versions/<version>/infer")
+def infer_version(model: str, version: str) -> Response[Any]:
+    return _infer(model, version)
+
+
+@resolver.post("/predict")
+def predict() -> Response[Any]:
+    started = time.perf_counter()
+    result = service().predict(_body())
+    record_latency(started)
+    return _json(200, result)
+
+
+def _body() -> bytes:
+    event = resolver.current_event
+    raw = event.body or ""
+    if event.is_base64_encoded:
+        try:
+            return base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise InvalidInput("the request body is marked base64 but is not") from None
+    return raw.encode()
+
+
+def _infer(model: str, version: str | None) -> Response[Any]:
+    started = time.perf_counter()
+    headers = dict(resolver.current_event.headers or {})
+    body = _body()
+    service().check_size(len(body))
+    result = service().infer(model, version, body, header_length_from(headers))
+    record_latency(started)
+    if result.header_length is None:
+        return Response(200, "application/json", result.body.decode())
+    return Response(
+        200,
+        "application/octet-stream",
+        result.body,  # bytes: Powertools sends them base64-encoded with isBase64Encoded
+        headers={HEADER_LENGTH: str(result.header_length)},
+    )
+
+
+@resolver.exception_handler(InferenceError)  # type: ignore[untyped-decorator]
+def _inference_error(exc: InferenceError) -> Response[Any]:
+    count_error(type(exc).__name__)
+    return _json(exc.status_code, {"error": str(exc)})
+
+
+@resolver.exception_handler(TransportError)  # type: ignore[untyped-decorator]
+def _unavailable(exc: TransportError) -> Response[Any]:
+    count_error(type(exc).__name__)
+    return _json(503, {"error": str(exc)})
+
+
+@resolver.exception_handler(Exception)  # type: ignore[untyped-decorator]
+def _internal_error(exc: Exception) -> Response[Any]:
+    count_error("Internal")
+    logger.exception("unhandled error", extra={"request_id": _request_id()})
+    return _json(500, {"error": f"internal error (request id {_request_id()})"})
+
+
+@resolver.not_found
+def _no_route(exc: Exception) -> Response[Any]:
+    event = resolver.current_event
+    return _json(404, {"error": f"no route for {event.http_method} {event.path}"})
