@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+# The shared strategies sit beside this file; found in any pytest import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzz_strategies import FUZZ, FUZZ_LIGHT, TIMEOUT, arrays, json_values, request_bodies
 from hypothesis import given
 from hypothesis import strategies as st

@@ -6,11 +6,15 @@ never a 5xx, never an exception out of the app, never a hang; the server stays r
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The shared strategies sit beside this file; found in any pytest import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzz_strategies import FUZZ, TIMEOUT, infer_bodies, root_conftest
 from hypothesis import event, given
 from hypothesis import strategies as st

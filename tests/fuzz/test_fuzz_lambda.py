@@ -9,11 +9,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The shared strategies sit beside this file; found in any pytest import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzz_strategies import (
     FUZZ,
     FUZZ_LIGHT,
