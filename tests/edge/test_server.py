@@ -136,3 +136,19 @@ def test_public_bind_needs_a_token():
     assert ServeConfig(host="0.0.0.0", token="t").token == "t"
     assert ServeConfig(host="0.0.0.0", insecure=True).insecure
     assert ServeConfig(host="::1").host == "::1"
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_strato_client_through_the_edge_transport(tiny_registry, edge_server, digit_batch, binary):
+    """The SDK's own `Edge` transport against the daemon, with a token, both body formats."""
+    from pathlib import Path
+
+    from strato import Client, Edge
+
+    server = edge_server(Path(tiny_registry.url), token="tok")
+    expected = load_engine(tiny_registry.open("tiny:1")).infer({"input": digit_batch})["logits"]
+    with Client(edge=Edge(server.url, token="tok", binary=binary)) as client:
+        pred = client.predict("tiny", digit_batch)
+    assert pred.served_by == "edge"
+    assert (pred.model_name, pred.model_version, pred.precision) == ("tiny", "1", "fp32")
+    np.testing.assert_allclose(pred.outputs["logits"], expected, rtol=1e-5, atol=1e-5)

@@ -209,3 +209,60 @@ def test_pull_of_an_installed_version_only_moves_the_alias(tiny_registry, tmp_pa
     assert (again.downloaded, again.previous, again.version) == (False, "1", "2")
     with pytest.raises(ModelNotFound):
         pull("tiny:9", source=tiny_registry, store=store)
+
+
+def test_watch_follows_the_source_alias_and_the_server_swaps(tmp_path, edge_server, digit_batch):
+    from strato_edge.sync import watch
+
+    source = Registry(tmp_path / "registry")
+    source.publish(build_tiny_bundle(tmp_path / "b1", version="1", seed=0), alias="prod")
+    source.publish(build_tiny_bundle(tmp_path / "b2", version="2", seed=1))
+    store = tmp_path / "device"
+    pulled: list[str] = []
+    stop = threading.Event()
+    agent = threading.Thread(
+        target=watch,
+        args=("tiny@prod",),
+        kwargs={
+            "source": source,
+            "store": store,
+            "interval_s": 0.05,
+            "on_pull": lambda result: pulled.append(result.version),
+            "should_stop": stop.is_set,
+        },
+    )
+    agent.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not pulled and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server = edge_server(store, watch_interval_s=0.05)
+        with server.client() as http:
+            assert _predict(http, digit_batch)[0] == "1"
+            source.promote("tiny", "2", "prod")
+            _wait_for_version(http, digit_batch, "2")
+    finally:
+        stop.set()
+        agent.join(timeout=10)
+    assert pulled == ["1", "2"]
+
+
+def test_a_tampered_version_in_the_store_is_never_served(tmp_path, edge_server, digit_batch):
+    """Files changed on the device after install: the sha256 check refuses them at load."""
+    import shutil
+
+    source = Registry(tmp_path / "registry")
+    source.publish(build_tiny_bundle(tmp_path / "b1", version="1", seed=0))
+    source.publish(build_tiny_bundle(tmp_path / "b2", version="2", seed=1))
+    store = tmp_path / "device"
+    pull("tiny:1", source=source, store=store)
+    shutil.copytree(source.store.root / "tiny" / "2", store / "tiny" / "2")
+    (store / "tiny" / "2" / "model.onnx").write_bytes(b"tampered")
+    server = edge_server(store, watch_interval_s=0.05)
+    with server.client() as http:
+        Registry(store).promote("tiny", "2", "current")
+        time.sleep(0.4)
+        assert _predict(http, digit_batch)[0] == "1"
+        response = http.get("/v2/models/tiny/versions/2")
+        assert response.status_code == 503
+        assert "sha256" in response.json()["error"]
