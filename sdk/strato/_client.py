@@ -217,10 +217,23 @@ class Client(_Base):
         """One answer for `x` (ndarray for single-input models, else a dict name → ndarray)."""
         start = perf_counter()
         info = self._models.get(model) or self._info(model)
-        request = InferRequest(model, self._named(model, x, info), version, request_id)
-        deadline = start + (timeout or self.timeout)
-        outcome = self.router.route(policy or self.policy, request, deadline, info)
-        return self._prediction(outcome, start)
+        # Hot path: an ndarray for a single-input model needs no checks beyond the type.
+        single = info.single_input
+        inputs = {single: x} if single and type(x) is np.ndarray else self._named(model, x, info)
+        request = InferRequest(model, inputs, version, request_id)
+        response, reason, attempts = self.router.route(
+            policy or self.policy, request, start + (timeout or self.timeout), info
+        )
+        return Prediction(
+            response.outputs,
+            response.served_by,
+            response.model_name,
+            response.model_version,
+            (perf_counter() - start) * 1e3,
+            response.precision,
+            reason,
+            attempts,
+        )
 
     def predict_many(
         self, model: str, x: Inputs, *, rows: int | None = None, **options: Any

@@ -72,6 +72,11 @@ class ModelInfo:
     edge_share: float | None = None
     labels: list[str] = field(default_factory=list)
     version: str | None = None  # the version the edge serves (for require_same_version)
+    single_input: str | None = None  # the input's name when the model takes exactly one
+
+    def __post_init__(self) -> None:
+        if len(self.input_names) == 1:
+            self.single_input = self.input_names[0]
 
     @classmethod
     def from_metadata(
@@ -176,6 +181,7 @@ class RouterBase:
         self.retry = retry
         self.require_same_version = require_same_version
         self._plans: dict[tuple[int, bool], list[Backend]] = {}
+        self._last: tuple[Policy | None, bool, list[Backend]] = (None, True, [])
         self._policies: list[Policy] = []
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -271,9 +277,14 @@ class Router(RouterBase):
             if isinstance(policy, LatencySLO):
                 return self.hedge(policy, request, deadline, info)
             raise ConfigError(f"unknown policy {policy!r}")
-        plan = self._plans.get((id(policy), info.cloud_allowed))
-        if plan is None:
-            plan = self.plan(policy, info, request.model)
+        last = self._last  # one tuple, read at once: safe across threads
+        if last[0] is policy and last[1] == info.cloud_allowed:
+            plan = last[2]
+        else:
+            plan = self._plans.get((id(policy), info.cloud_allowed)) or self.plan(
+                policy, info, request.model
+            )
+            self._last = (policy, info.cloud_allowed, plan)
         first = plan[0]
         if first.breaker.state != "closed":
             return self.failover(plan, request, deadline, info)
