@@ -412,3 +412,56 @@ class DelayProxy:
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class SageMakerFront:
+    """What the SageMaker runtime service does in front of a container: `POST
+    /endpoints/{name}/invocations` → the container's `POST /invocations` (same body, content
+    type and target-model header); a container error comes back as a 424 `ModelError`."""
+
+    def __init__(self, container_url: str) -> None:
+        front = self
+        self.container = httpx.Client(base_url=container_url, timeout=30)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {"content-type": self.headers.get("content-type", "application/json")}
+                target = self.headers.get("X-Amzn-SageMaker-Target-Model")
+                if target:
+                    headers["X-Amzn-SageMaker-Target-Model"] = target
+                answer = front.container.post("/invocations", content=body, headers=headers)
+                if answer.status_code == 200:
+                    payload = answer.content
+                    reply = {"content-type": answer.headers.get("content-type", "application/json")}
+                    status = 200
+                else:
+                    error = {
+                        "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+                        "Message": "Received client error from primary",
+                        "OriginalStatusCode": answer.status_code,
+                        "OriginalMessage": answer.text,
+                    }
+                    payload, status = json.dumps(error).encode(), 424
+                    reply = {"content-type": "application/json", "x-amzn-ErrorType": "ModelError"}
+                self.send_response(status)
+                for key, value in reply.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.container.close()

@@ -4,6 +4,7 @@ the stand-in for what AWS alone offers (throttling, SageMaker runtime, SigV4 HTT
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,42 @@ def test_async_edge(edge_daemon, digit_batch):
             await edge.aclose()
 
     asyncio.run(main())
+
+
+def test_sagemaker_through_the_real_container(session_registry, tmp_path, digit_batch):
+    """`strato edge serve --sagemaker` behind a runtime front: the content types must agree."""
+    from sdk_servers import SageMakerFront, edge_server
+
+    port = free_port()
+    container = edge_server(Path(session_registry.url), port, tmp_path / "sm.log", "--sagemaker")
+    container.ready_url = f"http://127.0.0.1:{port}/ping"
+    container.start()
+    front = SageMakerFront(container.url)
+    try:
+        endpoint = SageMaker("strato-tiny", endpoint_url=front.url, target_model="tiny")
+        answer = endpoint.infer(request(digit_batch))
+        expected = Local(session_registry).infer(request(digit_batch, model="tiny@prod"))
+        np.testing.assert_allclose(
+            answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5
+        )
+        assert answer.model_version == "1"
+        with pytest.raises(InvalidInput):
+            endpoint.infer(request(digit_batch[:, :, :7]))
+    finally:
+        front.close()
+        container.stop()
+
+
+def test_edge_token(session_registry, tmp_path, digit_batch):
+    from sdk_servers import edge_server
+
+    proc = edge_server(
+        Path(session_registry.url), free_port(), tmp_path / "token.log", "--token", "s3cret"
+    ).start()
+    try:
+        with Edge(proc.url, token="s3cret") as edge:
+            assert edge.infer(request(digit_batch)).outputs["logits"].shape == (4, 10)
+        with Edge(proc.url) as anonymous, pytest.raises(ConfigError, match="401"):
+            anonymous.infer(request(digit_batch))
+    finally:
+        proc.stop()
