@@ -26,23 +26,21 @@ from strato._errors import StratoError
 from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 from torch.nn.parallel import DistributedDataParallel
 
-from strato_training.data import Dataset, load_dataset
 from strato_training.models import build_model
-from strato_training.trainer import TrainResult, fit, load_run, resolve_device, save_run
+from strato_training.trainer import (
+    TrainResult,
+    dataset_for,
+    fit,
+    load_run,
+    resolve_device,
+    save_run,
+)
 
 if TYPE_CHECKING:
+    from strato_training.data import Dataset
     from strato_training.trainer import TrainConfig
 
 __all__ = ["TORCHRUN_EXAMPLE", "launched_by_torchrun", "train_distributed"]
-
-
-def dataset_for(config: TrainConfig) -> Dataset:
-    return load_dataset(
-        config.dataset,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-    )
 
 
 TORCHRUN_EXAMPLE = (

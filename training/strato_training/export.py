@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,13 +111,16 @@ def export_onnx(
     exporter = "legacy" if config.exporter == "legacy" else "dynamo"
     if exporter == "dynamo":
         try:
-            _export_dynamo(model, example, path, config)
+            _torch_export(model, example, path, config, dynamo=True)
         except Exception as exc:  # the dynamo exporter fails in many ways (trace, onnxscript, ...)
             if config.exporter == "dynamo":
                 raise ExportError(f"the dynamo ONNX exporter failed: {exc}") from exc
             fallback, exporter = f"{type(exc).__name__}: {exc}"[:500], "legacy"
     if exporter == "legacy":
-        _export_legacy(model, example, path, config)
+        try:
+            _torch_export(model, example, path, config, dynamo=False)
+        except Exception as exc:
+            raise ExportError(f"the legacy ONNX exporter failed: {exc}") from exc
     _check_graph(path, config)
     _check_batch_axis(path, input_shape)
     return ExportResult(
@@ -135,14 +139,21 @@ def _quiet_exporter() -> Iterator[None]:
     # The exporter logs every torchvision op it skips and warns about its own deprecations.
     for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    # Whatever it still prints goes to stderr, so `--json` output on stdout stays parseable.
+    with warnings.catch_warnings(), redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         yield
 
 
-def _export_dynamo(
-    model: nn.Module, example: torch.Tensor, path: Path, config: ExportConfig
+def _torch_export(
+    model: nn.Module, example: torch.Tensor, path: Path, config: ExportConfig, *, dynamo: bool
 ) -> None:
+    # Each exporter spells the dynamic batch axis its own way.
+    batch_axis: dict[str, Any] = (
+        {"dynamic_shapes": ({0: torch.export.Dim("batch")},), "external_data": False}
+        if dynamo
+        else {"dynamic_axes": {config.input_name: {0: "batch"}, config.output_name: {0: "batch"}}}
+    )
     with _quiet_exporter():
         torch.onnx.export(
             model,
@@ -151,30 +162,10 @@ def _export_dynamo(
             input_names=[config.input_name],
             output_names=[config.output_name],
             opset_version=config.opset,
-            dynamo=True,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            external_data=False,
+            dynamo=dynamo,
             verbose=False,
+            **batch_axis,
         )
-
-
-def _export_legacy(
-    model: nn.Module, example: torch.Tensor, path: Path, config: ExportConfig
-) -> None:
-    with _quiet_exporter():
-        try:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=[config.input_name],
-                output_names=[config.output_name],
-                opset_version=config.opset,
-                dynamo=False,
-                dynamic_axes={config.input_name: {0: "batch"}, config.output_name: {0: "batch"}},
-            )
-        except Exception as exc:
-            raise ExportError(f"the legacy ONNX exporter failed too: {exc}") from exc
 
 
 def _check_graph(path: Path, config: ExportConfig) -> None:

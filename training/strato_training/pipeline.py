@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from strato._errors import ConfigError
 
-from strato_training.data import Dataset, load_dataset
 from strato_training.evaluate import (
     CONFUSION_PNG,
     CURVES_PNG,
@@ -37,7 +36,7 @@ from strato_training.export import (
     write_export_info,
 )
 from strato_training.publish import PublishConfig, publish
-from strato_training.trainer import TrainConfig, TrainResult, load_run, train
+from strato_training.trainer import TrainConfig, TrainResult, dataset_for, load_run, train
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -45,6 +44,8 @@ if TYPE_CHECKING:
 
     from strato._bundle import Bundle
     from strato._registry import ModelRef, Registry
+
+    from strato_training.data import Dataset
 
 __all__ = [
     "QUICKSTART_STEPS",
@@ -57,16 +58,6 @@ __all__ = [
     "record_parity",
     "run_quickstart",
 ]
-
-
-def dataset_for(config: TrainConfig) -> Dataset:
-    """The dataset a run was trained on, split exactly as it was (same seed and fractions)."""
-    return load_dataset(
-        config.dataset,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-    )
 
 
 def evaluate_run(

@@ -35,6 +35,7 @@ __all__ = [
     "RUN_INFO",
     "TrainConfig",
     "TrainResult",
+    "dataset_for",
     "fit",
     "load_run",
     "load_state_dict",
@@ -140,6 +141,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def dataset_for(config: TrainConfig) -> Dataset:
+    """The dataset a config trains on, split exactly as its seed and fractions say."""
+    return load_dataset(
+        config.dataset,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+    )
+
+
 def train(
     config: TrainConfig,
     *,
@@ -152,13 +163,7 @@ def train(
         from strato_training.distributed import train_distributed
 
         return train_distributed(config, out_dir=out_dir, progress=progress, dataset=dataset)
-    if dataset is None:
-        dataset = load_dataset(
-            config.dataset,
-            seed=config.seed,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-        )
+    dataset = dataset or dataset_for(config)
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
