@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from strato._cascade import cascade_reason, confidence_rows, merge_rows, rows_of
 from strato._client import Classification, Inputs, Prediction, _Base, chunk_rows
 from strato._errors import ConfigError, InferenceError, Timeout, TransportError, Unavailable
 from strato._messages import InferRequest, InferResponse
@@ -19,12 +20,8 @@ from strato._routing import (
     ModelInfo,
     RouterBase,
     backoff,
-    cascade_reason,
-    confidence_rows,
     failure_kind,
     hedge_delay,
-    merge_rows,
-    rows_of,
 )
 from strato._transports.base import AsyncTransport, Transport
 from strato.policies import Cascade, LatencySLO, Policy, Retry

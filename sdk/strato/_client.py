@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from strato._breaker import BreakerConfig
+from strato._cascade import softmax
 from strato._errors import ConfigError, InferenceError, InvalidInput, TransportError
 from strato._messages import InferRequest
 from strato._outbox import UNNAMED, Outbox, Queued
-from strato._routing import Backend, ModelInfo, Router, softmax
+from strato._routing import Backend, ModelInfo, Router
 from strato.policies import EdgeFirst, Policy, Retry
 
 if TYPE_CHECKING:
