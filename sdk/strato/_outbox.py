@@ -130,7 +130,9 @@ class Outbox:
             )
 
     def state(self, key: str) -> str | None:
-        row = self._db.execute("SELECT state FROM outbox WHERE key = ?", (key,)).fetchone()
+        """pending, inflight, done or failed; None for a key never submitted."""
+        with self._lock:
+            row = self._db.execute("SELECT state FROM outbox WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def counts(self) -> dict[str, int]:
