@@ -174,7 +174,10 @@ class ModelService:
 def _rows(raw: Any, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     """A batch shaped for the model from nested lists; flat rows are reshaped to the signature."""
     try:
-        array = np.asarray(raw, dtype=dtype)
+        with np.errstate(over="raise", invalid="raise"):
+            array = np.asarray(raw, dtype=dtype)
+    except FloatingPointError:
+        raise InvalidInput(f"'inputs' holds values out of range for {dtype}") from None
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"'inputs' is not a rectangular array of numbers: {exc}") from None
     row = shape[1:]

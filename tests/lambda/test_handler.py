@@ -90,6 +90,7 @@ def test_predict_returns_labels(function: Any, event: Any, lambda_context: Any) 
         ),
         ("/predict", '{"inputs": [[1, 2, 3]]}', 400, "784 values"),
         ("/predict", '{"inputs": [["a"]]}', 400, "numbers"),
+        ("/predict", '{"inputs": [[1e300]]}', 400, "out of range"),
         ("/nope", None, 404, "no route"),
     ],
 )
