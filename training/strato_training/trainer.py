@@ -205,23 +205,15 @@ def fit(
             model.train()
             totals = torch.zeros(3, dtype=torch.float64)
             for index in batches:
-                step = _step(model, optimizer, scaler, x_train[index], y_train[index], use_amp)
-                totals += step
-                bars.advance(float(totals[0] / totals[2]), float(totals[1] / totals[2]))
+                totals += _step(model, optimizer, scaler, x_train[index], y_train[index], use_amp)
+                bars.advance(totals)
             if reduce is not None:
                 totals = reduce(totals)
-            val_loss, val_accuracy = _validate(module, dataset, device)
-            row = {
-                "epoch": epoch,
-                "train_loss": float(totals[0] / totals[2]),
-                "train_accuracy": float(totals[1] / totals[2]),
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-            }
+            row = _epoch_row(epoch, totals, *_validate(module, dataset, device))
             history.append(row)
             bars.finish(row)
-            if val_loss < best_loss - 1e-6:
-                best_loss, best_epoch = val_loss, epoch
+            if row["val_loss"] < best_loss - 1e-6:
+                best_loss, best_epoch = row["val_loss"], epoch
                 best_state = copy.deepcopy(module.state_dict())
             elif config.patience and epoch - best_epoch >= config.patience:
                 stopped_early = True
@@ -239,6 +231,18 @@ def fit(
         device=str(device),
         world_size=world_size,
     )
+
+
+def _epoch_row(
+    epoch: int, totals: torch.Tensor, val_loss: float, val_accuracy: float
+) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "train_loss": float(totals[0] / totals[2]),
+        "train_accuracy": float(totals[1] / totals[2]),
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+    }
 
 
 def _batches(
@@ -318,8 +322,10 @@ class _EpochBars:
                 f"epoch {epoch:>{width}}/{self.epochs}", total=batches, metrics=""
             )
 
-    def advance(self, loss: float, accuracy: float) -> None:
+    def advance(self, totals: torch.Tensor) -> None:
+        """`totals`: running (summed loss, correct, samples) of this epoch."""
         if self._progress is not None and self._task is not None:
+            loss, accuracy = float(totals[0] / totals[2]), float(totals[1] / totals[2])
             self._progress.update(
                 self._task, advance=1, metrics=f"loss {loss:.4f} acc {accuracy:.3f}"
             )
