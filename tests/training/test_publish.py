@@ -57,6 +57,7 @@ def test_registry_root_from_the_environment(
     publish(exported_run, PublishConfig("env-model", include_checkpoint=False))
     bundle = Registry(tmp_path / "from-env").open("env-model")
     assert "model.safetensors" not in {a.path for a in bundle.manifest.artifacts}
+    assert set(bundle.manifest.metrics) == {"model.onnx"}
 
 
 def test_published_bundle_serves_through_the_client(

@@ -91,26 +91,10 @@ def build_bundle(
     if not (run / ONNX_MODEL).is_file():
         raise ConfigError(f"{run / ONNX_MODEL} is missing; run `strato export {run}` first")
     report = _read_json(run / REPORT, "evaluate") if (run / REPORT).is_file() else {}
-    artifacts: list[dict[str, Any]] = [{"path": ONNX_MODEL, "kind": "onnx", "precision": "fp32"}]
     optional = [REPORT, CONFUSION_PNG, CURVES_PNG] + ([CHECKPOINT] if include_checkpoint else [])
-    staging.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / ONNX_MODEL, staging / ONNX_MODEL)
-    for file in optional:
-        if (run / file).is_file():
-            shutil.copy2(run / file, staging / file)
-            artifacts.append({"path": file, "kind": "file"})
+    artifacts = _stage_files(run, staging, optional)
     labels = tuple(str(label) for label in info["labels"])
     onnx_info = export["onnx"]
-    onnx_metrics = dict(export.get("onnx_eval", {}))
-    onnx_metrics["parity"] = export["parity"]
-    metrics: dict[str, Any] = {ONNX_MODEL: onnx_metrics}
-    if report:
-        metrics[CHECKPOINT] = {
-            "accuracy": report["accuracy"],
-            "macro_f1": report["macro_f1"],
-            "samples": report["samples"],
-            "split": "test",
-        }
     training = {
         k: info["config"][k] for k in ("dataset", "model", "epochs", "batch_size", "lr", "seed")
     }
@@ -128,9 +112,36 @@ def build_bundle(
         opset=int(onnx_info["opset"]),
         labels=labels,
         preprocessing=PREPROCESSING | {"dataset": info["config"]["dataset"]},
-        metrics=metrics,
+        metrics=_metrics(export, report, [a["path"] for a in artifacts]),
         extra={"training": training},
     )
+
+
+def _stage_files(run: Path, staging: Path, optional: list[str]) -> list[dict[str, Any]]:
+    """Copy model.onnx and whichever optional files the run has; their artifact specs."""
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / ONNX_MODEL, staging / ONNX_MODEL)
+    artifacts: list[dict[str, Any]] = [{"path": ONNX_MODEL, "kind": "onnx", "precision": "fp32"}]
+    for file in optional:
+        if (run / file).is_file():
+            shutil.copy2(run / file, staging / file)
+            artifacts.append({"path": file, "kind": "file"})
+    return artifacts
+
+
+def _metrics(export: dict[str, Any], report: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """Scores keyed by artifact path: the ONNX model's (with parity), the checkpoint's."""
+    metrics: dict[str, Any] = {
+        ONNX_MODEL: dict(export.get("onnx_eval", {})) | {"parity": export["parity"]}
+    }
+    if report and CHECKPOINT in paths:
+        metrics[CHECKPOINT] = {
+            "accuracy": report["accuracy"],
+            "macro_f1": report["macro_f1"],
+            "samples": report["samples"],
+            "split": "test",
+        }
+    return metrics
 
 
 def publish(
