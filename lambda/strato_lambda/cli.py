@@ -74,12 +74,17 @@ def local(
         ),
     ] = None,
     memory: Annotated[int, typer.Option(help="Memory size the context reports, MB.")] = 1024,
+    quiet: Annotated[
+        bool, typer.Option(help="Only warnings from the function: no INFO logs, no EMF metrics.")
+    ] = False,
 ) -> None:
     """Serve the Lambda function on 127.0.0.1 like `sam local start-lambda` + `start-api`.
 
     Example: strato cloud local --model-uri .strato/registry/digits-mlp@prod --port 3001
     """
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
+    if quiet:  # read when Powertools' Logger is built, i.e. on the import below
+        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
     from strato_lambda import app as function
     from strato_lambda.emulator import Emulator
     from strato_lambda.settings import Settings
@@ -103,6 +108,8 @@ def local(
         f"precision={model.engine.precision} load_ms={model.load_seconds * 1000:.0f}"
     )
     sys.stdout.flush()  # tests and the demo wait for the ready line
+    if quiet:  # EMF metrics are print()ed; the Logger keeps its own handle on the real stdout
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     _serve_until_stopped(emulator)
 
 

@@ -76,9 +76,24 @@ def emulator(
     root = tmp_path_factory.mktemp("emulator")
     registry = Registry(root / "registry")
     registry.publish(build_tiny_bundle(root / "v1", version="1"), alias="prod")
-    process, match = start_emulator(["--model-uri", str(registry.url) + "/tiny@prod"], root / "log")
+    log = root / "log"
+    process, match = start_emulator(["--model-uri", str(registry.url) + "/tiny@prod"], log)
     yield match
     stop(process)
+    assert '"InferenceLatency"' in log.read_text()  # the function's EMF metrics reach stdout
+
+
+def test_quiet_emulator(tiny_registry: Registry, tmp_path: Path, digit_batch: np.ndarray) -> None:
+    log = tmp_path / "log"
+    args = ["--model-uri", str(tiny_registry.url) + "/tiny@prod", "--quiet"]
+    process, match = start_emulator(args, log)
+    try:
+        with httpx.Client(base_url=match.group(2), timeout=30) as http:
+            body = {"inputs": digit_batch.reshape(4, -1).tolist()}
+            assert http.post("/predict", json=body).status_code == 200
+    finally:
+        stop(process)
+    assert "_aws" not in log.read_text()
 
 
 def test_ready_line(emulator: re.Match[str]) -> None:
