@@ -171,6 +171,7 @@ def run(quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} CPU, Python {platform.python_version()}",
         "rounds": rounds,
+        "load_average_before": round(os.getloadavg()[0], 2),
         "models": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,6 +188,7 @@ def run(quick: bool) -> dict[str, Any]:
         finally:
             process.terminate()
             process.wait(10)
+    results["load_average_after"] = round(os.getloadavg()[0], 2)
     for figures in results["models"].values():
         local, edge = figures["local"], figures["edge"]
         raw = local["raw session.run"]["median_us"]
@@ -206,7 +208,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# SDK overhead at batch 1",
         "",
-        f"{results['machine']}; median of {results['rounds']} interleaved rounds (µs per call).",
+        f"{results['machine']}; median of {results['rounds']} interleaved rounds (µs per call); "
+        f"1-min load average {results['load_average_before']} → {results['load_average_after']} "
+        "(other work shares these cores: compare ratios within one run).",
         "",
         "| model | raw session.run | Engine.infer | Local.infer | Client(Local) | added | ratio | raw POST | Client(Edge) | ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
