@@ -142,25 +142,48 @@ def _tail(context: InvocationContext, seconds: float, memory_mb: int) -> str:
     return base64.b64encode(log.encode()).decode()
 
 
-def invoke(
-    emulator: Emulator, function: str, headers: dict[str, str], payload: bytes
-) -> HttpAnswer:
-    """The Lambda `Invoke` API for one request."""
+def _payload(result: Any, unhandled: bool) -> tuple[bytes, bool]:
+    """The response payload, or Lambda's error document when it cannot be sent."""
+    try:
+        body = json.dumps(result).encode()
+    except (TypeError, ValueError) as exc:
+        error = {
+            "errorMessage": f"Unable to marshal response: {exc}",
+            "errorType": "Runtime.MarshalError",
+        }
+        return json.dumps(error).encode(), True
+    if len(body) > LAMBDA_PAYLOAD_LIMIT:
+        message = (
+            f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
+            f"({LAMBDA_PAYLOAD_LIMIT} bytes)."
+        )
+        error = {"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"}
+        return json.dumps(error).encode(), True
+    return body, unhandled
+
+
+def _event_of(function: str, emulator: Emulator, payload: bytes) -> Any | HttpAnswer:
+    """The event to run, or the error Lambda answers before running anything."""
     if not emulator.owns(function):
         arn = f"arn:aws:lambda:{emulator.region}:123456789012:function:{function}"
         return _invoke_error("ResourceNotFoundException", f"Function not found: {arn}", 404)
     if len(payload) > LAMBDA_PAYLOAD_LIMIT:
-        return _invoke_error(
-            "RequestTooLargeException",
-            f"Request must be smaller than {LAMBDA_PAYLOAD_LIMIT} bytes for the InvokeFunction operation",
-            413,
-        )
+        message = f"Request must be smaller than {LAMBDA_PAYLOAD_LIMIT} bytes for the InvokeFunction operation"
+        return _invoke_error("RequestTooLargeException", message, 413)
     try:
-        event = json.loads(payload) if payload.strip() else {}
+        return json.loads(payload) if payload.strip() else {}
     except ValueError:
-        return _invoke_error(
-            "InvalidRequestContentException", "Could not parse request body into json", 400
-        )
+        message = "Could not parse request body into json"
+        return _invoke_error("InvalidRequestContentException", message, 400)
+
+
+def invoke(
+    emulator: Emulator, function: str, headers: dict[str, str], payload: bytes
+) -> HttpAnswer:
+    """The Lambda `Invoke` API for one request."""
+    event = _event_of(function, emulator, payload)
+    if isinstance(event, tuple):
+        return event
     kind = headers.get("x-amz-invocation-type", "RequestResponse")
     if kind == "DryRun":
         return 204, [], b""
@@ -172,34 +195,13 @@ def invoke(
     if kind != "RequestResponse":
         return _invoke_error("InvalidParameterValueException", f"bad invocation type {kind!r}", 400)
     started = time.perf_counter()
-    result, unhandled = emulator.run(event, context)
-    try:
-        body = json.dumps(result).encode()
-    except (TypeError, ValueError) as exc:
-        body, unhandled = (
-            json.dumps(
-                {
-                    "errorMessage": f"Unable to marshal response: {exc}",
-                    "errorType": "Runtime.MarshalError",
-                }
-            ).encode(),
-            True,
-        )
-    if len(body) > LAMBDA_PAYLOAD_LIMIT:
-        message = f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size ({LAMBDA_PAYLOAD_LIMIT} bytes)."
-        body, unhandled = (
-            json.dumps(
-                {"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"}
-            ).encode(),
-            True,
-        )
+    body, unhandled = _payload(*emulator.run(event, context))
     answer = [*base, ("Content-Type", "application/json")]
     if unhandled:
         answer.append(("X-Amz-Function-Error", "Unhandled"))
     if headers.get("x-amz-log-type") == "Tail":
-        answer.append(
-            ("X-Amz-Log-Result", _tail(context, time.perf_counter() - started, emulator.memory_mb))
-        )
+        seconds = time.perf_counter() - started
+        answer.append(("X-Amz-Log-Result", _tail(context, seconds, emulator.memory_mb)))
     return 200, answer, body
 
 

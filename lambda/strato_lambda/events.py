@@ -56,31 +56,13 @@ def http_api_event(
     query: dict[str, str] = {}
     for key, value in parse_qsl(raw_query, keep_blank_values=True):
         query[key] = f"{query[key]},{value}" if key in query else value
-    now = time.time()
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": raw_path,
         "rawQueryString": raw_query,
         "headers": merged,
-        "requestContext": {
-            "accountId": account_id,
-            "apiId": "local",
-            "domainName": merged.get("host", "localhost"),
-            "domainPrefix": merged.get("host", "localhost").split(".")[0],
-            "http": {
-                "method": method,
-                "path": raw_path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": source_ip,
-                "userAgent": merged.get("user-agent", ""),
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
+        "requestContext": _request_context(method, raw_path, merged, source_ip, account_id),
         "isBase64Encoded": False,
     }
     if cookies:
@@ -94,6 +76,31 @@ def http_api_event(
             event["body"] = base64.b64encode(body).decode("ascii")
             event["isBase64Encoded"] = True
     return event
+
+
+def _request_context(
+    method: str, raw_path: str, headers: dict[str, str], source_ip: str, account_id: str
+) -> dict[str, Any]:
+    now = time.time()
+    host = headers.get("host", "localhost")
+    return {
+        "accountId": account_id,
+        "apiId": "local",
+        "domainName": host,
+        "domainPrefix": host.split(".")[0],
+        "http": {
+            "method": method,
+            "path": raw_path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": source_ip,
+            "userAgent": headers.get("user-agent", ""),
+        },
+        "requestId": str(uuid.uuid4()),
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+        "timeEpoch": int(now * 1000),
+    }
 
 
 HttpAnswer = tuple[int, list[tuple[str, str]], bytes]
