@@ -394,7 +394,7 @@ class Router(RouterBase):
             with self._pool_lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(
-                        max_workers=16, thread_name_prefix="strato-hedge"
+                        max_workers=64, thread_name_prefix="strato-hedge"
                     )
         return self._pool
 
