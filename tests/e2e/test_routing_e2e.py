@@ -33,8 +33,8 @@ def test_hedging_answers_a_slowed_edge_within_the_deadline(tiny_edge, tiny_cloud
             cloud=Lambda("strato-infer", endpoint_url=tiny_cloud.url),
             policy=slo,
         )
-        for _ in range(30):
-            assert client.predict("tiny", image()).served_by == "edge"
+        for _ in range(30):  # EdgeFirst: no hedging while the edge's latencies are learned
+            assert client.predict("tiny", image(), policy=policies.EdgeFirst()).served_by == "edge"
         proxy.delay_s = 0.8  # the edge now takes 800 ms: far over its p95
         slowed = [client.predict("tiny", image()) for _ in range(3)]
         for pred in slowed:

@@ -79,7 +79,7 @@ def test_async_breaker_opens_and_closes(edge_standin, cloud_standin, digit_batch
 
     async def main() -> None:
         cloud = Lambda("strato-infer", endpoint_url=cloud_standin.url)
-        breaker = BreakerConfig(failures=2, window_s=30, cooldown_s=0.2, successes=1)
+        breaker = BreakerConfig(failures=2, window_s=30, cooldown_s=1.0, successes=1)
         async with AsyncClient(
             edge=AsyncEdge(edge_standin.url), cloud=cloud, retry=Retry(attempts=1), breaker=breaker
         ) as client:
@@ -89,7 +89,7 @@ def test_async_breaker_opens_and_closes(edge_standin, cloud_standin, digit_batch
                 assert (await client.predict("tiny", digit_batch)).served_by == "lambda"
             skipped = await client.predict("tiny", digit_batch)
             assert skipped.route_reason == "edge-open→cloud"
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(1.05)
             back = await client.predict("tiny", digit_batch)
             assert (back.served_by, back.route_reason) == ("edge", "edge")
             assert client.backends[0].breaker.state == "closed"

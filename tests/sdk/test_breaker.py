@@ -51,15 +51,15 @@ def test_half_open_allows_one_probe_and_needs_several_successes():
 
 
 def test_failed_probe_reopens_with_a_longer_cooldown():
-    breaker = Breaker(BreakerConfig(failures=1, cooldown_s=0.05, max_cooldown_s=1.0))
+    breaker = Breaker(BreakerConfig(failures=1, cooldown_s=0.2, max_cooldown_s=5.0))
     breaker.failure()
-    time.sleep(0.06)
+    time.sleep(0.21)
     assert breaker.allow()
     breaker.failure()
     assert breaker.state == "open" and breaker.opened == 2
-    time.sleep(0.06)
-    assert not breaker.allow()  # the cool-down doubled to 0.1 s: hysteresis against flapping
-    time.sleep(0.06)
+    time.sleep(0.25)
+    assert not breaker.allow()  # the cool-down doubled to 0.4 s: hysteresis against flapping
+    time.sleep(0.2)
     assert breaker.allow()
 
 
