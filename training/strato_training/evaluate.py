@@ -187,6 +187,12 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str
     import matplotlib.pyplot as plt
 
     epochs = [int(row.get("epoch", i + 1)) for i, row in enumerate(history)]
+    scored = [
+        (row["val_loss"], epoch)
+        for row, epoch in zip(history, epochs, strict=True)
+        if "val_loss" in row
+    ]
+    best_epoch = min(scored)[1] if scored else None  # the weights the trainer keeps
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
     for key, axes in (("loss", loss_axes), ("accuracy", accuracy_axes)):
         for split in ("train", "val"):
@@ -195,6 +201,8 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str
                 axes.plot(
                     epochs, [np.nan if v is None else v for v in values], marker="o", label=split
                 )
+        if best_epoch is not None:
+            axes.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="best")
         axes.set_xlabel("epoch")
         axes.set_title(key)
         axes.grid(alpha=0.3)
