@@ -281,8 +281,10 @@ def headline(name: str, result: dict[str, Any]) -> list[Row]:
 
 # --- the report --------------------------------------------------------------------------------
 def _section(markdown: str) -> str:
-    """A benchmark's own markdown, its headings one level down."""
-    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+    """A benchmark's own markdown, its headings two levels down (under this report's `##`)."""
+    return "\n".join(
+        "##" + line if line.startswith("#") else line for line in markdown.splitlines()
+    )
 
 
 def write_report(runs: list[Run], info: dict[str, Any], *, quick: bool) -> Path:
