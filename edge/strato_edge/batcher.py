@@ -2,9 +2,10 @@
 
 Each request is validated against the model's signature before it joins a batch, so one bad
 request never fails its neighbours; if a joined batch still fails, its requests are retried one
-by one. Inference runs in a thread pool; only an engine whose runs are measured faster than a
-thread hand-off (`inline_below_us`, 150 µs by default: a tiny MLP) runs on the event loop, where
-the hand-off would cost more than the model.
+by one. Inference runs in a thread pool; only an engine measured faster per row than a thread
+hand-off (`inline_below_us`, 150 µs by default: an MLP, a small CNN) runs on the event loop, where
+the hand-off would cost more than the model. Such an engine runs each request as it comes, so
+it rarely batches: batching pays off for the models that run in threads.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Batcher:
         self._closed = False
         self._collector: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._run_seconds = 0.0
+        self._row_seconds = 0.0
         self._runs = 0
 
     @property
@@ -111,33 +112,38 @@ class Batcher:
             self._running -= 1
             self._slots.release()
 
-    def _timed_infer(self, inputs: Tensors) -> Tensors:
+    def _timed_infer(self, inputs: Tensors, rows: int) -> Tensors:
         started = time.perf_counter()
         outputs = self.engine.infer(inputs)
-        elapsed = time.perf_counter() - started
+        per_row = (time.perf_counter() - started) / max(rows, 1)
         # Falls at once, rises slowly: a neighbour stealing the CPU only ever adds time, so
         # the estimate tracks the model's own cost instead of flapping on noise.
-        if self._runs == 0 or elapsed < self._run_seconds:
-            self._run_seconds = elapsed
+        if self._runs == 0 or per_row < self._row_seconds:
+            self._row_seconds = per_row
         else:
-            self._run_seconds += 0.05 * (elapsed - self._run_seconds)
+            self._row_seconds += 0.05 * (per_row - self._row_seconds)
         self._runs += 1
         return outputs
 
-    @property
-    def inline(self) -> bool:
-        """Engines measured faster than a thread hand-off run on the event loop itself."""
+    def inline(self, rows: int) -> bool:
+        """Runs of an engine measured faster per row than a thread hand-off stay on the event
+        loop, unless the run is big enough to stall it (over 10x the limit)."""
         limit = self.config.inline_below_us / 1e6
-        return self._runs >= _WARM_RUNS and self._run_seconds < limit
+        return (
+            self._runs >= _WARM_RUNS
+            and self._row_seconds < limit
+            and self._row_seconds * rows < 10 * limit
+        )
 
     async def _run_engine(self, inputs: Tensors) -> Tensors:
-        if self.inline:
-            outputs = self._timed_infer(inputs)
+        rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        if self.inline(rows):
+            outputs = self._timed_infer(inputs, rows)
         else:
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._timed_infer, inputs)
+            outputs = await loop.run_in_executor(self._executor, self._timed_infer, inputs, rows)
         if self._on_batch is not None:
-            self._on_batch(next(iter(inputs.values())).shape[0] if inputs else 0)
+            self._on_batch(rows)
         return outputs
 
     async def _collect(self) -> None:

@@ -10,6 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
+from strato_edge.cli_client import register
+from strato_edge.cli_common import (
+    JsonOpt,
+    StoreOpt,
+    TokenOpt,
+    echo_json,
+    fail,
+    store_path,
+    with_progress,
+)
 from strato_edge.config import DEFAULT_STORE, SAGEMAKER_MODEL_DIR
 
 __all__ = ["app"]
@@ -19,40 +29,6 @@ app = typer.Typer(
     "registry, benchmark a running server.",
     no_args_is_help=True,
 )
-
-StoreOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--store",
-        "-s",
-        help="Device store folder (a folder registry, or one bundle with manifest.json).",
-        envvar="STRATO_EDGE_STORE",
-        show_default=DEFAULT_STORE,
-    ),
-]
-UrlOpt = Annotated[
-    str,
-    typer.Option("--url", "-u", help="A running edge server.", envvar="STRATO_EDGE_URL"),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option("--token", help="Bearer token.", envvar="STRATO_EDGE_TOKEN", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(code)
-
-
-def _store(store: Path | None) -> Path:
-    return store if store is not None else Path(DEFAULT_STORE)
 
 
 @app.command()
@@ -118,7 +94,7 @@ def serve(
         base, per_model = load_batching(batching, base)
     root = store or Path(SAGEMAKER_MODEL_DIR if sagemaker else DEFAULT_STORE)
     if not root.is_dir():
-        raise _fail(f"store {root} does not exist (pull a model first: strato edge pull …)")
+        raise fail(f"store {root} does not exist (pull a model first: strato edge pull …)")
     config = ServeConfig(
         store=root,
         host=host,
@@ -169,7 +145,7 @@ def pull(
     from strato_edge.sync import watch as do_watch
 
     source = open_source(default_registry_root(registry), s3_endpoint=s3_endpoint)
-    target = _store(store)
+    target = store_path(store)
 
     def report(result: Any) -> None:
         if as_json:
@@ -185,7 +161,7 @@ def pull(
 
     if not watch:
         report(
-            _with_progress(
+            with_progress(
                 f"pulling {ref}", lambda: do_pull(ref, source=source, store=target, keep=keep)
             )
         )
@@ -203,14 +179,6 @@ def pull(
         )
 
 
-def _with_progress(label: str, work: Any) -> Any:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), transient=True) as bar:
-        bar.add_task(label, total=None)
-        return work()
-
-
 @app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
@@ -223,9 +191,9 @@ def rollback(
     """
     from strato_edge.sync import rollback as do_rollback
 
-    version = do_rollback(_store(store), name)
+    version = do_rollback(store_path(store), name)
     if as_json:
-        _echo_json({"model": name, "current": version})
+        echo_json({"model": name, "current": version})
     else:
         typer.echo(f"{name}: current → {version}")
 
@@ -245,12 +213,12 @@ def status(
     """
     from strato_edge.sync import store_status
 
-    root = _store(store)
+    root = store_path(store)
     report: dict[str, Any] = {"store": str(root), "models": store_status(root)}
     if url:
         report["server"] = _server_status(url, token)
     if as_json:
-        _echo_json(report)
+        echo_json(report)
         return
     from rich.console import Console
     from rich.table import Table
@@ -278,171 +246,7 @@ def _server_status(url: str, token: str | None) -> dict[str, Any]:
     return {"reachable": True, "ready": ready, "models": models}
 
 
-def _http(url: str, token: str | None) -> Any:
-    import httpx
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=30.0)
-
-
-def _checked(response: Any) -> Any:
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        raise _fail(f"{response.request.url}: HTTP {response.status_code}: {message}")
-    return response
-
-
-@app.command()
-def models(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """List the models a running server serves, with signature and precision.
-
-    Example: strato edge models --url http://127.0.0.1:8000
-    """
-    with _http(url, token) as http:
-        index = _checked(http.post("/v2/repository/index")).json()
-        rows = [_checked(http.get(f"/v2/models/{m['name']}")).json() for m in index]
-    if as_json:
-        _echo_json(rows)
-        return
-    for meta in rows:
-        params = meta.get("parameters", {})
-        sig = ", ".join(f"{t['name']} {t['datatype']}{t['shape']}" for t in meta["inputs"])
-        typer.echo(
-            f"{meta['name']}:{params.get('version')}  {params.get('precision')} on "
-            f"{params.get('engine')}  inputs: {sig}  versions: {', '.join(meta['versions'])}"
-        )
-
-
-@app.command()
-def predict(
-    model: Annotated[str, typer.Argument(help="Model name (NAME or NAME:VERSION).")],
-    input_file: Annotated[
-        Path | None, typer.Option("--input", "-i", help=".npy file with the first input's batch.")
-    ] = None,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    binary: Annotated[bool, typer.Option("--binary/--json-body", help="Body format.")] = True,
-    top: Annotated[int, typer.Option(help="Labels to show per row.")] = 3,
-    as_json: JsonOpt = False,
-) -> None:
-    """Send one inference request to a running server (random input unless --input).
-
-    Example: strato edge predict digits-mlp --input digits.npy --url http://127.0.0.1:8000
-    """
-    import numpy as np
-    from strato._codec import HEADER_LENGTH, decode_response, encode_request
-
-    from strato_edge.bench import random_inputs
-
-    name, _, version = model.partition(":")
-    base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
-    with _http(url, token) as http:
-        meta = _checked(http.get(base)).json()
-        inputs = random_inputs(meta)
-        if input_file is not None:
-            first = meta["inputs"][0]
-            inputs[first["name"]] = np.load(input_file, allow_pickle=False)
-        body, length = encode_request(inputs, binary=binary, binary_outputs=binary)
-        headers = {HEADER_LENGTH: str(length)} if length is not None else {}
-        response = _checked(http.post(f"{base}/infer", content=body, headers=headers))
-    raw_length = response.headers.get(HEADER_LENGTH)
-    decoded = decode_response(
-        response.content, header_length=int(raw_length) if raw_length else None
-    )
-    _print_prediction(decoded, meta, response.headers, top=top, as_json=as_json)
-
-
-def _print_prediction(
-    decoded: Any, meta: dict[str, Any], headers: Any, *, top: int, as_json: bool
-) -> None:
-    import numpy as np
-
-    labels = meta.get("parameters", {}).get("labels") or []
-    first = next(iter(decoded.outputs.values()))
-    rows = []
-    for row in first.reshape(first.shape[0], -1):
-        probs = np.exp(row - row.max())
-        probs /= probs.sum()
-        order = np.argsort(-probs)[:top]
-        rows.append(
-            [
-                {
-                    "label": labels[i] if i < len(labels) else str(i),
-                    "confidence": round(float(probs[i]), 4),
-                }
-                for i in order
-            ]
-        )
-    if as_json:
-        _echo_json(
-            {
-                "model": f"{decoded.model_name}:{decoded.model_version}",
-                "precision": headers.get("x-strato-precision"),
-                "outputs": {k: v.tolist() for k, v in decoded.outputs.items()},
-                "top": rows,
-            }
-        )
-        return
-    for i, row in enumerate(rows):
-        typer.echo(f"[{i}] " + "  ".join(f"{r['label']}:{r['confidence']:.3f}" for r in row))
-    typer.echo(
-        f"# {decoded.model_name}:{decoded.model_version} "
-        f"precision={headers.get('x-strato-precision')}",
-        err=True,
-    )
-
-
-@app.command()
-def bench(
-    model: Annotated[str, typer.Argument(help="Model name (NAME or NAME:VERSION).")],
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", help="Concurrent clients.")
-    ] = 8,
-    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of load.")] = 10.0,
-    binary: Annotated[bool, typer.Option("--binary/--json-body", help="Body format.")] = True,
-    batch: Annotated[int, typer.Option(help="Rows per request.")] = 1,
-    processes: Annotated[int, typer.Option(help="Load-generator processes.")] = 1,
-    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load first.")] = 1.0,
-    as_json: JsonOpt = False,
-) -> None:
-    """Drive a running server with N concurrent clients for T seconds; print req/s and p50/p95/p99.
-
-    Example: strato edge bench digits-mlp -c 32 -d 10 --url http://127.0.0.1:8000
-    """
-    from strato_edge.bench import random_inputs, run_bench
-
-    name, _, version = model.partition(":")
-    base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
-    with _http(url, token) as http:
-        meta = _checked(http.get(base)).json()
-    result = _with_progress(
-        f"{concurrency} clients for {duration:g}s",
-        lambda: run_bench(
-            url,
-            f"{base}/infer",
-            random_inputs(meta, batch),
-            model=model,
-            concurrency=concurrency,
-            duration_s=duration,
-            binary=binary,
-            token=token,
-            processes=processes,
-            warmup_s=warmup,
-        ),
-    )
-    if as_json:
-        _echo_json(result.to_dict())
-        return
-    typer.echo(
-        f"{result.model} c={concurrency} {result.body}: {result.throughput:,.0f} req/s  "
-        f"p50 {result.p50_ms:.2f} ms  p95 {result.p95_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
-        f"errors {result.errors}"
-    )
+register(app)  # models, predict, bench
 
 
 @app.command()
@@ -455,9 +259,9 @@ def fingerprint(as_json: JsonOpt = False) -> None:
         from strato._device import fingerprint as device_fingerprint
         from strato._device import format_fingerprint
     except ImportError as exc:
-        raise _fail(f"device fingerprinting is not available in this install: {exc}") from None
+        raise fail(f"device fingerprinting is not available in this install: {exc}") from None
     found = device_fingerprint()
     if as_json:
-        _echo_json(found)
+        echo_json(found)
     else:
         typer.echo(format_fingerprint(found))

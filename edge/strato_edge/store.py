@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ __all__ = ["SERVED_ALIASES", "ModelStore", "ServedModel", "served_versions"]
 log = logging.getLogger("strato.edge.store")
 
 SERVED_ALIASES = ("current", "prod")
+RETRY_FAILED_S = 30.0
 
 
 @dataclass
@@ -86,7 +88,7 @@ class ModelStore:
         self._served: dict[str, str] = {}
         self._loaded: dict[tuple[str, str], ServedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
-        self._failed: dict[tuple[str, str], str] = {}
+        self._failed: dict[tuple[str, str], float] = {}  # -> when loading it last failed
         self._retiring: set[asyncio.Task[None]] = set()
 
     @property
@@ -138,7 +140,7 @@ class ModelStore:
             try:
                 await self._ensure(name, version)
             except StratoError as exc:
-                self._failed[(name, version)] = str(exc)
+                self._failed[(name, version)] = time.monotonic()
                 log.error("cannot serve %s:%s: %s", name, version, exc)
                 continue
             self._served[name] = version
@@ -177,12 +179,12 @@ class ModelStore:
             return []
         swapped = []
         for name, version in wanted.items():
-            if self._served.get(name) == version or (name, version) in self._failed:
+            if self._served.get(name) == version or self._failed_recently(name, version):
                 continue
             try:
                 await self._ensure(name, version)
             except StratoError as exc:
-                self._failed[(name, version)] = str(exc)
+                self._failed[(name, version)] = time.monotonic()
                 log.error(
                     "keeping %s:%s; cannot load %s: %s", name, self._served.get(name), version, exc
                 )
@@ -198,6 +200,11 @@ class ModelStore:
             log.info("model %s left the store; no longer served", name)
             self._retire(name, self._served.pop(name))
         return swapped
+
+    def _failed_recently(self, name: str, version: str) -> bool:
+        """A version that failed to load is retried every `RETRY_FAILED_S`, not every check."""
+        failed_at = self._failed.get((name, version))
+        return failed_at is not None and time.monotonic() - failed_at < RETRY_FAILED_S
 
     def _retire(self, name: str, version: str) -> None:
         served = self._loaded.pop((name, version), None)

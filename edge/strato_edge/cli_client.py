@@ -1,0 +1,191 @@
+"""`strato edge models | predict | bench`: the commands that talk to a running server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from strato_edge.cli_common import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    echo_json,
+    fail,
+    with_progress,
+)
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the `strato edge` app."""
+    app.command()(models)
+    app.command()(predict)
+    app.command()(bench)
+
+
+def _http(url: str, token: str | None) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=30.0)
+
+
+def _checked(response: Any) -> Any:
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        raise fail(f"{response.request.url}: HTTP {response.status_code}: {message}")
+    return response
+
+
+def models(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """List the models a running server serves, with signature and precision.
+
+    Example: strato edge models --url http://127.0.0.1:8000
+    """
+    with _http(url, token) as http:
+        index = _checked(http.post("/v2/repository/index")).json()
+        rows = [_checked(http.get(f"/v2/models/{m['name']}")).json() for m in index]
+    if as_json:
+        echo_json(rows)
+        return
+    for meta in rows:
+        params = meta.get("parameters", {})
+        sig = ", ".join(f"{t['name']} {t['datatype']}{t['shape']}" for t in meta["inputs"])
+        typer.echo(
+            f"{meta['name']}:{params.get('version')}  {params.get('precision')} on "
+            f"{params.get('engine')}  inputs: {sig}  versions: {', '.join(meta['versions'])}"
+        )
+
+
+def predict(
+    model: Annotated[str, typer.Argument(help="Model name (NAME or NAME:VERSION).")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help=".npy file with the first input's batch.")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    binary: Annotated[bool, typer.Option("--binary/--json-body", help="Body format.")] = True,
+    top: Annotated[int, typer.Option(help="Labels to show per row.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one inference request to a running server (random input unless --input).
+
+    Example: strato edge predict digits-mlp --input digits.npy --url http://127.0.0.1:8000
+    """
+    import numpy as np
+    from strato._codec import HEADER_LENGTH, decode_response, encode_request
+
+    from strato_edge.bench import random_inputs
+
+    name, _, version = model.partition(":")
+    base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+    with _http(url, token) as http:
+        meta = _checked(http.get(base)).json()
+        inputs = random_inputs(meta)
+        if input_file is not None:
+            first = meta["inputs"][0]
+            inputs[first["name"]] = np.load(input_file, allow_pickle=False)
+        body, length = encode_request(inputs, binary=binary, binary_outputs=binary)
+        headers = {HEADER_LENGTH: str(length)} if length is not None else {}
+        response = _checked(http.post(f"{base}/infer", content=body, headers=headers))
+    raw_length = response.headers.get(HEADER_LENGTH)
+    decoded = decode_response(
+        response.content, header_length=int(raw_length) if raw_length else None
+    )
+    _print_prediction(decoded, meta, response.headers, top=top, as_json=as_json)
+
+
+def _print_prediction(
+    decoded: Any, meta: dict[str, Any], headers: Any, *, top: int, as_json: bool
+) -> None:
+    import numpy as np
+
+    labels = meta.get("parameters", {}).get("labels") or []
+    first = next(iter(decoded.outputs.values()))
+    rows = []
+    for row in first.reshape(first.shape[0], -1):
+        probs = np.exp(row - row.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs)[:top]
+        rows.append(
+            [
+                {
+                    "label": labels[i] if i < len(labels) else str(i),
+                    "confidence": round(float(probs[i]), 4),
+                }
+                for i in order
+            ]
+        )
+    if as_json:
+        echo_json(
+            {
+                "model": f"{decoded.model_name}:{decoded.model_version}",
+                "precision": headers.get("x-strato-precision"),
+                "outputs": {k: v.tolist() for k, v in decoded.outputs.items()},
+                "top": rows,
+            }
+        )
+        return
+    for i, row in enumerate(rows):
+        typer.echo(f"[{i}] " + "  ".join(f"{r['label']}:{r['confidence']:.3f}" for r in row))
+    typer.echo(
+        f"# {decoded.model_name}:{decoded.model_version} "
+        f"precision={headers.get('x-strato-precision')}",
+        err=True,
+    )
+
+
+def bench(
+    model: Annotated[str, typer.Argument(help="Model name (NAME or NAME:VERSION).")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Concurrent clients.")
+    ] = 8,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of load.")] = 10.0,
+    binary: Annotated[bool, typer.Option("--binary/--json-body", help="Body format.")] = True,
+    batch: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+    processes: Annotated[int, typer.Option(help="Load-generator processes.")] = 1,
+    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load first.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drive a running server with N concurrent clients for T seconds; print req/s and p50/p95/p99.
+
+    Example: strato edge bench digits-mlp -c 32 -d 10 --url http://127.0.0.1:8000
+    """
+    from strato_edge.bench import random_inputs, run_bench
+
+    name, _, version = model.partition(":")
+    base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+    with _http(url, token) as http:
+        meta = _checked(http.get(base)).json()
+    result = with_progress(
+        f"{concurrency} clients for {duration:g}s",
+        lambda: run_bench(
+            url,
+            f"{base}/infer",
+            random_inputs(meta, batch),
+            model=model,
+            concurrency=concurrency,
+            duration_s=duration,
+            binary=binary,
+            token=token,
+            processes=processes,
+            warmup_s=warmup,
+        ),
+    )
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    typer.echo(
+        f"{result.model} c={concurrency} {result.body}: {result.throughput:,.0f} req/s  "
+        f"p50 {result.p50_ms:.2f} ms  p95 {result.p95_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
+        f"errors {result.errors}"
+    )
