@@ -49,12 +49,14 @@ def test_train_evaluate_export_publish(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_quickstart_meets_the_target(tmp_path: Path) -> None:
+def test_quickstart_is_the_whole_demo(tmp_path: Path) -> None:
+    """`make demo`: train → optimize → publish → edge daemon + Lambda emulator → cascade routing."""
     registry = str(tmp_path / "reg")
     summary = invoke(
         "quickstart", "-r", registry, "--workdir", str(tmp_path / "work"), "-q", "--json"
     )
-    assert summary["model"] == "digits-mlp:1"
+    assert summary["model"] == "digits-mlp:2"  # the optimized version
+    assert summary["optimize"]["from"] == "digits-mlp:1"
     assert summary["accuracy"] >= 0.95
     assert summary["macro_f1"] >= 0.94
     assert summary["served"]["served_by"] == "local"
@@ -70,11 +72,42 @@ def test_quickstart_meets_the_target(tmp_path: Path) -> None:
         "export",
         "parity",
         "publish",
+        "optimize",
         "load",
         "predict",
+        "serve-edge",
+        "serve-cloud",
+        "route",
         "summary",
     ]
+    routing = summary["routing"]
+    assert routing["edge"]["calls"] + routing["cloud"]["calls"] == routing["samples"] == 360
+    assert routing["edge"]["calls"] > routing["cloud"]["calls"] > 0
+    assert routing["cascade_accuracy"] >= 0.95
+    assert summary["edge"]["model"] == "digits-mlp:2"
+    assert summary["cloud"]["model"] == "digits-mlp:1"
+    # the servers were stopped
+    import httpx
+
+    with pytest.raises(httpx.TransportError):
+        httpx.get(summary["edge"]["url"] + "/v2/health/live", timeout=1)
     Registry(registry).open("digits-mlp:1")
+
+
+def test_quickstart_without_serving(tmp_path: Path) -> None:
+    summary = invoke(
+        "quickstart",
+        "-r",
+        str(tmp_path / "reg"),
+        "--workdir",
+        str(tmp_path / "work"),
+        "--no-optimize",
+        "--no-serve",
+        "-q",
+        "--json",
+    )
+    assert summary["model"] == "digits-mlp:1"
+    assert "routing" not in summary and "optimize" not in summary
 
 
 def test_a_missing_dataset_exits_with_a_clear_error(tmp_path: Path) -> None:

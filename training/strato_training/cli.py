@@ -6,6 +6,7 @@ are imported inside the command bodies so that `strato --help` stays light.
 
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -202,16 +203,27 @@ def quickstart_command(
     name: Annotated[str, typer.Option(help="Model name to publish.")] = "digits-mlp",
     epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed for the split and the weights.")] = 0,
+    optimize: Annotated[
+        bool, typer.Option(help="Calibrate and quantize (int8 static) before serving.")
+    ] = True,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            help="Serve on the edge daemon and the Lambda emulator and route the test split."
+        ),
+    ] = True,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the reference MLP on digits, evaluate, export, check parity, publish, serve it back.
+    """Train the reference MLP on digits, evaluate, export, check parity, publish, calibrate and
+    quantize, serve on the edge daemon and the Lambda emulator, route the test split through
+    strato.Client with the confidence cascade. `make demo` runs this.
 
     Example: strato quickstart --registry .strato/registry --json
     """
     from strato._registry import Registry
 
-    from strato_training.pipeline import QuickstartContext, run_quickstart
+    from strato_training.pipeline import QuickstartContext, quickstart_steps, run_quickstart
     from strato_training.trainer import TrainConfig
 
     context = QuickstartContext(
@@ -227,15 +239,30 @@ def quickstart_command(
         if not quiet:
             console.print(f"[green]✓[/green] {step.name:9} {step.description} [dim]{seconds:.2f} s")
 
-    summary = run_quickstart(context, on_step=on_step)
+    steps = quickstart_steps(optimize=optimize, serve=serve)
+    try:
+        summary = run_quickstart(context, steps, on_step=on_step)
+    finally:
+        from strato_training.demo import stop_services
+
+        stop_services(context)
     if as_json:
         print_json(summary)
         return
-    _print_summary(summary)
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
+
+    # Rich falls back to 80 columns off a terminal (CI logs); the tables need more.
+    out = Console() if sys.stdout.isatty() else Console(width=120)
+    _print_summary(summary, out)
+    if "optimize" in summary:
+        from strato_training.cli_optimize import print_summary
+
+        print_summary(summary["optimize"], out)
+    if "routing" in summary:
+        _print_routing(summary["routing"], out)
+
+
+def _print_summary(summary: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     table = Table("", "", title=f"strato quickstart · {summary['model']}", show_header=False)
@@ -254,7 +281,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for path, location in summary["artifacts"].items():
         table.add_row(path, location)
     table.add_row("total time", f"{summary['total_seconds']:.1f} s")
-    Console().print(table)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -264,3 +291,48 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
     app.command("publish")(publish_command)
     app.command("quickstart")(quickstart_command)
+
+
+def _print_routing(routing: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    threshold = routing.get("threshold")
+    title = (
+        f"routing {routing['samples']} test samples · Client(Edge, Lambda, Cascade"
+        f"{f' p<{threshold:.3f}' if threshold is not None else ''})"
+    )
+    table = Table("tier", "calls", "share", "accuracy", "p50 ms", "p99 ms", title=title)
+    for tier, label in (("edge", "answered on the edge"), ("cloud", "escalated to the cloud")):
+        row = routing[tier]
+        accuracy = f"{row['accuracy'] * 100:.2f} %" if row["accuracy"] is not None else "-"
+        table.add_row(
+            label,
+            str(row["calls"]),
+            f"{row['share'] * 100:.1f} %",
+            accuracy,
+            f"{row['p50_ms']}" if row["p50_ms"] is not None else "-",
+            f"{row['p99_ms']}" if row["p99_ms"] is not None else "-",
+        )
+    table.add_row(
+        "cascade",
+        str(routing["samples"]),
+        "100 %",
+        f"{routing['cascade_accuracy'] * 100:.2f} %",
+        "",
+        "",
+    )
+    table.add_row(
+        "edge model alone",
+        str(routing["samples"]),
+        "",
+        f"{routing['edge_alone_accuracy'] * 100:.2f} %",
+        "",
+        "",
+    )
+    console.print(table)
+    expected = routing.get("expected_edge_share")
+    if expected is not None:
+        console.print(
+            f"edge share {routing['edge']['share'] * 100:.1f} % "
+            f"(calibration on validation predicted {expected * 100:.1f} %)"
+        )

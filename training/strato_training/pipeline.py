@@ -55,6 +55,7 @@ __all__ = [
     "evaluate_run",
     "export_run",
     "insert_step",
+    "quickstart_steps",
     "record_parity",
     "run_quickstart",
 ]
@@ -152,6 +153,7 @@ class QuickstartContext:
     bundle: Bundle | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)  # servers the demo started
 
     @property
     def run_dir(self) -> Path:
@@ -274,6 +276,29 @@ QUICKSTART_STEPS: tuple[Step, ...] = (
     Step("predict", "predict the test split through strato.Client(Local)", _predict),
     Step("summary", "collect the summary", _summarise),
 )
+
+
+def quickstart_steps(*, optimize: bool = True, serve: bool = True) -> tuple[Step, ...]:
+    """The demo's steps: the spine, plus calibrate/quantize and the serving half when asked."""
+    steps = QUICKSTART_STEPS
+    if optimize:
+        from strato_training.optimize import quickstart_step
+
+        steps = insert_step(
+            steps,
+            Step(
+                "optimize",
+                "calibrate + int8-static, gate on accuracy, pick the default",
+                quickstart_step,
+            ),
+            after="publish",
+        )
+    if serve:
+        from strato_training.demo import SERVING_STEPS
+
+        for name, description, run in reversed(SERVING_STEPS):
+            steps = insert_step(steps, Step(name, description, run), after="predict")
+    return steps
 
 
 def insert_step(
