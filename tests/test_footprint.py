@@ -74,3 +74,18 @@ def test_the_installed_strato_command_helps() -> None:
     assert done.returncode == 0
     for command in ("train", "evaluate", "export", "publish", "quickstart", "predict", "models"):
         assert command in done.stdout
+
+
+def test_import_strato_loads_no_http_or_asyncio_until_used():
+    """Edge/Lambda/AsyncClient load httpx and asyncio on first use, not on `import strato`."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, strato\n"
+        "print(sorted(m for m in ('httpx', 'asyncio', 'boto3') if m in sys.modules))\n"
+        "strato.Edge\n"
+        "print('httpx' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import policies
-from ._async_client import AsyncClient
 from ._breaker import BreakerConfig
 from ._bundle import Artifact, Bundle, Manifest
 from ._client import Classification, Client, Prediction
@@ -29,8 +30,12 @@ from ._messages import InferRequest, InferResponse
 from ._outbox import Queued
 from ._registry import ModelRef, Registry
 from ._tensors import TensorSpec
-from ._transports import AsyncEdge, AsyncTransport, Edge, Lambda, Local, SageMaker, Transport
+from ._transports import AsyncTransport, Local, Transport
 from .policies import Retry
+
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient
+    from ._transports import AsyncEdge, Edge, Lambda, SageMaker
 
 __version__ = "0.1.0"
 
@@ -76,3 +81,23 @@ __all__ = [
     "__version__",
     "policies",
 ]
+
+# Loaded on first use: asyncio and httpx cost ~0.2 s of a Lambda cold start that never uses them.
+_LAZY = {
+    "AsyncClient": "strato._async_client",
+    "AsyncEdge": "strato._transports",
+    "Edge": "strato._transports",
+    "Lambda": "strato._transports",
+    "SageMaker": "strato._transports",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'strato' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
