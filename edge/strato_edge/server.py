@@ -176,27 +176,25 @@ class EdgeServer:
         return {MODEL_VERSION: served.version, PRECISION: served.precision}
 
     async def infer(self, request: Request) -> Response:
-        started = time.perf_counter()
-        label = "_unknown"
-        try:
-            self._authorize(request)
-            served = await self._served(request)
-            label = served.name
-            response = await self._infer(request, served, sagemaker=False)
-        except Exception as exc:
-            status, message = _status_of(exc)
-            response = _json({"error": message}, status)
-        self.metrics.request(label, response.status_code, time.perf_counter() - started)
-        return response
+        return await self._handle(request, self._served, sagemaker=False)
 
     async def invocations(self, request: Request) -> Response:
+        return await self._handle(request, self._sagemaker_target, sagemaker=True)
+
+    async def _handle(
+        self,
+        request: Request,
+        resolve: Callable[[Request], Awaitable[ServedModel]],
+        *,
+        sagemaker: bool,
+    ) -> Response:
         started = time.perf_counter()
-        label = "_unknown"
+        label = "_unknown"  # unknown model names never become metric labels
         try:
             self._authorize(request)
-            served = await self._sagemaker_target(request)
+            served = await resolve(request)
             label = served.name
-            response = await self._infer(request, served, sagemaker=True)
+            response = await self._infer(request, served, sagemaker=sagemaker)
         except Exception as exc:
             status, message = _status_of(exc)
             response = _json({"error": message}, status)
