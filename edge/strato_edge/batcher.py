@@ -84,9 +84,9 @@ class Batcher:
     async def infer(self, inputs: Tensors) -> Tensors:
         if not self.batching or self._closed:
             return await self._run_engine(inputs)
-        validate_inputs(self.engine.inputs, inputs)
         if not self._queue and self._running == 0 and not self._slots.locked():
-            return await self._run_alone(inputs)
+            return await self._run_alone(inputs)  # the engine validates a lone request itself
+        validate_inputs(self.engine.inputs, inputs)
         pending = self._pending(inputs)
         self._queue.append(pending)
         self._wakeup.set()

@@ -63,6 +63,11 @@ class HttpError(Exception):
         self.status = status
 
 
+def _header_map(request: Request) -> dict[str, str]:
+    # One pass over the raw ASGI headers (names arrive lower-cased), not a scan per lookup.
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+
+
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(dumps(value), status, headers, media_type="application/json")
 
@@ -91,16 +96,16 @@ class EdgeServer:
         self._token = config.token.encode() if config.token else None
 
     # --- guards --------------------------------------------------------------------------
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, headers: dict[str, str]) -> None:
         if self._token is None:
             return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
             raise HttpError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, headers: dict[str, str]) -> bytes:
         limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
                 raise HttpError(400, f"Content-Length must be an integer, got {declared!r}")
@@ -119,7 +124,7 @@ class EdgeServer:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def route(request: Request) -> Response:
             try:
-                self._authorize(request)
+                self._authorize(_header_map(request))
                 return await handler(request)
             except Exception as exc:
                 status, message = _status_of(exc)
@@ -191,10 +196,11 @@ class EdgeServer:
         started = time.perf_counter()
         label = "_unknown"  # unknown model names never become metric labels
         try:
-            self._authorize(request)
+            headers = _header_map(request)
+            self._authorize(headers)
             served = await resolve(request)
             label = served.name
-            response = await self._infer(request, served, sagemaker=sagemaker)
+            response = await self._infer(request, headers, served, sagemaker=sagemaker)
         except Exception as exc:
             status, message = _status_of(exc)
             response = _json({"error": message}, status)
@@ -216,9 +222,11 @@ class EdgeServer:
             )
         return await self.store.get(next(iter(served)))
 
-    async def _infer(self, request: Request, served: ServedModel, *, sagemaker: bool) -> Response:
-        body = await self._body(request)
-        decoded = decode_request(body, header_length=header_length_from(request.headers))
+    async def _infer(
+        self, request: Request, headers: dict[str, str], served: ServedModel, *, sagemaker: bool
+    ) -> Response:
+        body = await self._body(request, headers)
+        decoded = decode_request(body, header_length=header_length_from(headers))
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
         if decoded.outputs is None:
             binary: bool | set[str] = decoded.binary_default
