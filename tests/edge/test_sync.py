@@ -266,3 +266,30 @@ def test_a_tampered_version_in_the_store_is_never_served(tmp_path, edge_server, 
         response = http.get("/v2/models/tiny/versions/2")
         assert response.status_code == 503
         assert "sha256" in response.json()["error"]
+
+
+def test_connection_dropped_mid_pull_installs_nothing(s3, tmp_path):
+    """The link dies while the model file downloads (after the manifest arrived)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    source = Registry(f"s3://{s3.bucket}/strato", s3_client=s3)
+    source.publish(build_tiny_bundle(tmp_path / "b1", version="1"), alias="prod")
+    source.publish(build_tiny_bundle(tmp_path / "b2", version="2", seed=1))
+    store = tmp_path / "device"
+    pull("tiny@prod", source=source, store=store)
+    source.promote("tiny", "2", "prod")
+
+    def drop(params, **kwargs):
+        if params.get("url_path", "").endswith("/tiny/2/model.onnx"):
+            raise EndpointConnectionError(endpoint_url=s3.endpoint)
+
+    s3.meta.events.register("before-call.s3.GetObject", drop)
+    try:
+        with pytest.raises(StratoError):
+            pull("tiny@prod", source=source, store=store)
+    finally:
+        s3.meta.events.unregister("before-call.s3.GetObject", drop)
+    assert Registry(store).versions("tiny") == ["1"]
+    assert Registry(store).aliases("tiny") == {"current": "1"}
+    assert _leftovers(store) == []
+    assert pull("tiny@prod", source=source, store=store).version == "2"  # the link is back
