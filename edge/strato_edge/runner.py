@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from strato_edge.server import create_app
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
 
     from strato_edge.config import ServeConfig
     from strato_edge.server import EdgeServer
@@ -29,6 +30,17 @@ class EdgeUvicorn(uvicorn.Server):
         await super().startup(sockets)
         if self.started and self.announce is not None:
             self.announce(self)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown (exit status 143/130); a
+        # daemon that drained its requests and stopped cleanly exits 0 instead.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                if self.started:
+                    self._captured_signals.clear()
 
     @property
     def bound_port(self) -> int:

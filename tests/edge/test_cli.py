@@ -61,7 +61,7 @@ def test_serve_announces_itself_and_stops_cleanly(served_registry):
     url, process = served_registry
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
-    assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal
+    assert process.returncode == 0, output
     assert f"strato edge serving 1 model(s) on {url}" in output.splitlines()
 
 
