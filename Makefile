@@ -54,5 +54,13 @@ fuzz: $(STAMP)
 
 # Every benchmark, then benchmarks/results/REPORT.md (tables, charts, the machine).
 # BENCH_ARGS=--quick for a short run.
-bench: $(STAMP)
+MLSERVER_VENV := benchmarks/.venv-mlserver
+# The edge benchmark's baseline: MLServer 1.7 in a venv of its own (its pins are not ours;
+# it breaks with uvloop 0.23, FACTS.md).
+$(MLSERVER_VENV)/.installed:
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install -q mlserver==1.7.1 'uvloop<0.22' onnxruntime numpy
+	touch $@
+
+bench: $(STAMP) $(MLSERVER_VENV)/.installed
 	$(PY) benchmarks/report.py $(BENCH_ARGS)

@@ -94,3 +94,15 @@ def tiny_registry(registry: Registry, tmp_path: Path) -> Registry:
 def digit_batch() -> np.ndarray:
     """Four 1x28x28 float32 images in [0, 1]."""
     return np.random.default_rng(7).random((4, 1, 28, 28), dtype=np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_moto_state():
+    """moto keeps its S3 state per process, shared by every ThreadedMotoServer: start clean."""
+    yield
+    import sys
+
+    if "moto" in sys.modules:
+        from moto.moto_api._internal.models import moto_api_backend
+
+        moto_api_backend.reset()
