@@ -106,3 +106,24 @@ def _fresh_moto_state():
         from moto.moto_api._internal.models import moto_api_backend
 
         moto_api_backend.reset()
+
+
+@pytest.fixture
+def s3_client():
+    """A real boto3 S3 client on a moto server at 127.0.0.1 (free port), stopped after the test."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield boto3.client(
+            "s3",
+            endpoint_url=f"http://{host}:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+    finally:
+        server.stop()

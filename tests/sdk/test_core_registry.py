@@ -86,34 +86,19 @@ def test_registry_env_default(monkeypatch, tmp_path):
     assert Registry(tmp_path / "explicit").url == str(tmp_path / "explicit")
 
 
-def test_s3_registry_round_trip(tmp_path, tiny_bundle):
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
-        s3.create_bucket(Bucket="models")
-        reg = Registry("s3://models/team", s3_client=s3, cache_dir=tmp_path / "cache")
-        reg.publish(tiny_bundle, alias="prod")
-        assert reg.models() == ["tiny"]
-        assert reg.resolve("tiny@prod").version == "1"
-        bundle = reg.open("tiny@prod")
-        assert bundle.manifest.labels[0] == "0"
-        # a corrupted object is refused on download and nothing is left behind
-        s3.put_object(Bucket="models", Key="team/tiny/1/model.onnx", Body=b"garbage")
-        target = tmp_path / "store" / "tiny" / "1"
-        with pytest.raises(IntegrityError):
-            reg.download("tiny:1", target)
-        assert not target.exists()
-        assert list((tmp_path / "store" / "tiny").iterdir()) == []
-    finally:
-        server.stop()
+def test_s3_registry_round_trip(tmp_path, tiny_bundle, s3_client):
+    s3 = s3_client
+    s3.create_bucket(Bucket="models")
+    reg = Registry("s3://models/team", s3_client=s3, cache_dir=tmp_path / "cache")
+    reg.publish(tiny_bundle, alias="prod")
+    assert reg.models() == ["tiny"]
+    assert reg.resolve("tiny@prod").version == "1"
+    bundle = reg.open("tiny@prod")
+    assert bundle.manifest.labels[0] == "0"
+    # a corrupted object is refused on download and nothing is left behind
+    s3.put_object(Bucket="models", Key="team/tiny/1/model.onnx", Body=b"garbage")
+    target = tmp_path / "store" / "tiny" / "1"
+    with pytest.raises(IntegrityError):
+        reg.download("tiny:1", target)
+    assert not target.exists()
+    assert list((tmp_path / "store" / "tiny").iterdir()) == []

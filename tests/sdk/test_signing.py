@@ -181,37 +181,25 @@ def test_registry_version_signed_in_place_and_enforced(tiny_registry, keys, monk
         Registry(tiny_registry.url).open("tiny:1")
 
 
-def test_s3_download_refuses_wrongly_signed_bundle(tmp_path, tiny_bundle, keys, monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
+def test_s3_download_refuses_wrongly_signed_bundle(
+    tmp_path, tiny_bundle, keys, monkeypatch, s3_client
+):
 
     alice, mallory = keys
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
-        s3.create_bucket(Bucket="signed-models")
-        reg = Registry("s3://signed-models/team", s3_client=s3, cache_dir=tmp_path / "cache")
-        reg.publish(tiny_bundle, alias="prod")
-        sign_registry_version(reg, "tiny@prod", alice.private_path)
-        monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(mallory.public_path))
-        target = tmp_path / "pulled" / "tiny" / "1"
-        with pytest.raises(SignatureError, match=f"{alice.key_id}, which is not trusted"):
-            reg.download("tiny:1", target)
-        assert not target.exists()
-        monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
-        bundle = reg.download("tiny:1", target)
-        assert bundle.signature["key_id"] == alice.key_id
-        assert Bundle.load(target).check_signature() == alice.key_id
-    finally:
-        server.stop()
+    s3 = s3_client
+    s3.create_bucket(Bucket="signed-models")
+    reg = Registry("s3://signed-models/team", s3_client=s3, cache_dir=tmp_path / "cache")
+    reg.publish(tiny_bundle, alias="prod")
+    sign_registry_version(reg, "tiny@prod", alice.private_path)
+    monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(mallory.public_path))
+    target = tmp_path / "pulled" / "tiny" / "1"
+    with pytest.raises(SignatureError, match=f"{alice.key_id}, which is not trusted"):
+        reg.download("tiny:1", target)
+    assert not target.exists()
+    monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
+    bundle = reg.download("tiny:1", target)
+    assert bundle.signature["key_id"] == alice.key_id
+    assert Bundle.load(target).check_signature() == alice.key_id
 
 
 def test_cli_keygen_sign_verify(tmp_path, tiny_registry):
@@ -306,37 +294,25 @@ def _bundle_with_plan(tiny_bundle):
     )
 
 
-def test_lambda_s3_loader_checks_the_published_signature(tmp_path, tiny_bundle, keys, monkeypatch):
-    boto3 = pytest.importorskip("boto3")
+def test_lambda_s3_loader_checks_the_published_signature(
+    tmp_path, tiny_bundle, keys, monkeypatch, s3_client
+):
     loader = pytest.importorskip("strato_lambda.loader")
-    from moto.server import ThreadedMotoServer
     from strato import ModelRef
 
     alice, mallory = keys
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
-        s3.create_bucket(Bucket="signed-lambda")
-        reg = Registry("s3://signed-lambda/m", s3_client=s3)
-        reg.publish(_bundle_with_plan(tiny_bundle), alias="prod")
-        sign_registry_version(reg, "tiny@prod", alice.private_path)
-        cache = tmp_path / "lambda-cache"
-        monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(mallory.public_path))
-        with pytest.raises(SignatureError, match="not trusted"):
-            loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
-        assert not (cache / "tiny" / "1").exists()
-        monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
-        bundle = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
-        assert [a.kind for a in bundle.manifest.artifacts] == ["onnx"]  # the plan stayed in S3
-        again = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny:1"), cache)  # cache hit
-        assert again.root == bundle.root
-    finally:
-        server.stop()
+    s3 = s3_client
+    s3.create_bucket(Bucket="signed-lambda")
+    reg = Registry("s3://signed-lambda/m", s3_client=s3)
+    reg.publish(_bundle_with_plan(tiny_bundle), alias="prod")
+    sign_registry_version(reg, "tiny@prod", alice.private_path)
+    cache = tmp_path / "lambda-cache"
+    monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(mallory.public_path))
+    with pytest.raises(SignatureError, match="not trusted"):
+        loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
+    assert not (cache / "tiny" / "1").exists()
+    monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
+    bundle = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
+    assert [a.kind for a in bundle.manifest.artifacts] == ["onnx"]  # the plan stayed in S3
+    again = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny:1"), cache)  # cache hit
+    assert again.root == bundle.root

@@ -148,29 +148,14 @@ def test_strato_calibrate_cli(tiny_registry: Registry) -> None:
 
 @pytest.mark.timeout(120)
 def test_calibrate_bundle_on_an_s3_registry(
-    tmp_path: Path, tiny_bundle: Bundle, digits: object
+    tmp_path: Path, tiny_bundle: Bundle, digits: object, s3_client: object
 ) -> None:
     """The next version is built from the downloaded bundle and uploaded manifest-last."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
-        s3.create_bucket(Bucket="models")
-        registry = Registry("s3://models/team", s3_client=s3, cache_dir=tmp_path / "cache")
-        registry.publish(tiny_bundle)
-        new_ref, _ = calibrate_bundle(registry, "tiny:1", digits)
-        assert str(new_ref) == "tiny:2"
-        assert registry.versions("tiny") == ["1", "2"]
-        assert "cascade_threshold" in registry.open(new_ref).manifest.calibration
-    finally:
-        server.stop()
+    s3 = s3_client
+    s3.create_bucket(Bucket="models")
+    registry = Registry("s3://models/team", s3_client=s3, cache_dir=tmp_path / "cache")
+    registry.publish(tiny_bundle)
+    new_ref, _ = calibrate_bundle(registry, "tiny:1", digits)
+    assert str(new_ref) == "tiny:2"
+    assert registry.versions("tiny") == ["1", "2"]
+    assert "cascade_threshold" in registry.open(new_ref).manifest.calibration
