@@ -89,3 +89,24 @@ def test_import_strato_loads_no_http_or_asyncio_until_used():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_every_cli_module_imports_on_its_own():
+    """Sub-apps take shared options from strato._cli_options, so none imports strato._cli
+    (which loads the sub-apps) in a cycle, whichever is imported first."""
+    import subprocess
+    import sys
+
+    modules = [
+        "strato_training.cli",
+        "strato_training.cli_optimize",
+        "strato_edge.cli",
+        "strato_lambda.cli",
+        "strato._cli_trust",
+        "strato._cli",
+    ]
+    for module in modules:
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"import {module}: {result.stderr[-400:]}"

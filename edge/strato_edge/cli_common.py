@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from strato._cli_options import JsonOpt, print_json
 
 from strato_edge.config import DEFAULT_STORE
 
@@ -40,12 +40,10 @@ TokenOpt = Annotated[
     str | None,
     typer.Option("--token", help="Bearer token.", envvar="STRATO_EDGE_TOKEN", show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
+echo_json = print_json
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

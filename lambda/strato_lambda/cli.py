@@ -13,29 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from strato._cli_options import JsonOpt, RegistryOpt
+from strato._cli_options import print_json as _print_json
 
 app = typer.Typer(
     help="The cloud tier: run the Lambda function locally, package for SageMaker, deploy with SAM.",
     no_args_is_help=True,
 )
-
-RegistryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--registry",
-        "-r",
-        help="Registry root: a folder or s3://bucket/prefix.",
-        envvar="STRATO_REGISTRY",
-        show_default=".strato/registry",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def _print_json(value: Any) -> None:
-    import json
-
-    typer.echo(json.dumps(value, indent=2, default=str))
 
 
 def _serve_until_stopped(emulator: Any) -> None:

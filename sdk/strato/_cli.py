@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ._cli_options import JsonOpt, RegistryOpt, fail, print_json, registry_option
 from ._errors import StratoError
 
 __all__ = ["app", "main", "print_json", "registry_option"]
@@ -24,28 +25,6 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List, inspect, promote and roll back models in a registry.")
 app.add_typer(models_app, name="models")
-
-RegistryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--registry",
-        "-r",
-        help="Registry root: a folder or s3://bucket/prefix.",
-        envvar="STRATO_REGISTRY",
-        show_default=".strato/registry",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-registry_option = RegistryOpt
-
-
-def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(code)
 
 
 def _registry(root: str | None) -> Any:

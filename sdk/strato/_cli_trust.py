@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from strato._cli import JsonOpt, RegistryOpt, fail, models_app, print_json
+from strato._cli import models_app
+from strato._cli_options import JsonOpt, RegistryOpt, fail, print_json
 from strato._errors import StratoError
 
 __all__ = ["models_keygen", "models_sign", "models_verify"]

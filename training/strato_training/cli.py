@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato._cli import print_json, registry_option
+from strato._cli_options import JsonOpt, print_json, registry_option
 
 __all__ = ["register"]
 
 RunDir = Annotated[
     Path, typer.Argument(help="Run folder written by `strato train --out`.", show_default=False)
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
