@@ -222,19 +222,10 @@ class Client(_Base):
         single = info.single_input
         inputs = {single: x} if single and type(x) is np.ndarray else self._named(model, x, info)
         request = InferRequest(model, inputs, version, request_id)
-        response, reason, attempts = self.router.route(
+        outcome = self.router.route(
             policy or self.policy, request, start + (timeout or self.timeout), info
         )
-        return Prediction(
-            response.outputs,
-            response.served_by,
-            response.model_name,
-            response.model_version,
-            (perf_counter() - start) * 1e3,
-            response.precision,
-            reason,
-            attempts,
-        )
+        return self._prediction(outcome, start)
 
     def predict_many(
         self, model: str, x: Inputs, *, rows: int | None = None, **options: Any

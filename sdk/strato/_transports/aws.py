@@ -24,7 +24,7 @@ from strato._errors import (
 )
 
 from .base import Transport
-from .edge import OipHttp, Signer, error_for_status, response_from
+from .edge import OipHttp, Signer, error_for_status, metadata_from, response_from
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -269,19 +269,7 @@ class Lambda(Transport):
             text = base64.b64decode(text)
         if status != 200:
             raise error_for_status(status, str(text)[:300], self.name)
-        metadata = loads(text)
-        if not isinstance(metadata, dict):
-            raise Unavailable(
-                f"{self.name}: model metadata is not a JSON object", backend=self.name
-            )
-        return metadata
-
-    def ready(self, model: str) -> bool:
-        try:
-            self.metadata(model)
-        except StratoError:
-            return False
-        return True
+        return metadata_from(text, self.name)
 
     def close(self) -> None:
         if self._http is not None:

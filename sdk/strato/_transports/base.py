@@ -30,7 +30,14 @@ class Transport:
         raise NotImplementedError
 
     def ready(self, model: str) -> bool:
-        raise NotImplementedError
+        """Does this tier answer `model`'s metadata? (Never raises.)"""
+        from strato._errors import StratoError
+
+        try:
+            self.metadata(model)
+        except StratoError:
+            return False
+        return True
 
     def close(self) -> None:
         """Release connections; safe to call twice."""
@@ -56,7 +63,14 @@ class AsyncTransport:
         raise NotImplementedError
 
     async def ready(self, model: str) -> bool:
-        raise NotImplementedError
+        """Does this tier answer `model`'s metadata? (Never raises.)"""
+        from strato._errors import StratoError
+
+        try:
+            await self.metadata(model)
+        except StratoError:
+            return False
+        return True
 
     async def aclose(self) -> None:
         """Release connections; safe to call twice."""

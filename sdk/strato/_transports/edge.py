@@ -138,6 +138,14 @@ def _body(request: InferRequest, binary: bool) -> tuple[bytes, dict[str, str]]:
     return body, {"content-type": "application/octet-stream", HEADER_LENGTH: str(header_length)}
 
 
+def metadata_from(body: bytes | str, backend: str) -> dict[str, Any]:
+    """OIP model metadata from a response body; a tier answering anything else is broken."""
+    metadata = loads(body)
+    if not isinstance(metadata, dict):
+        raise Unavailable(f"{backend}: model metadata is not a JSON object", backend=backend)
+    return metadata
+
+
 class OipHttp(Transport):
     """OIP v2 over HTTP with keep-alive; `Edge` and the Lambda HTTP API are this with a name."""
 
@@ -203,19 +211,7 @@ class OipHttp(Transport):
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
         response = self._send("GET", path, b"", {}, self.timeout)
         raise_for_status(response, self.name)
-        metadata = loads(response.content)
-        if not isinstance(metadata, dict):
-            raise Unavailable(
-                f"{self.name}: model metadata is not a JSON object", backend=self.name
-            )
-        return metadata
-
-    def ready(self, model: str) -> bool:
-        try:
-            self.metadata(model)
-        except StratoError:
-            return False
-        return True
+        return metadata_from(response.content, self.name)
 
     def close(self) -> None:
         self._client.close()
@@ -291,19 +287,7 @@ class AsyncEdge(AsyncTransport):
         with translating(self.name, self.timeout):
             response = await self._client.get(path)
         raise_for_status(response, self.name)
-        metadata = loads(response.content)
-        if not isinstance(metadata, dict):
-            raise Unavailable(
-                f"{self.name}: model metadata is not a JSON object", backend=self.name
-            )
-        return metadata
-
-    async def ready(self, model: str) -> bool:
-        try:
-            await self.metadata(model)
-        except StratoError:
-            return False
-        return True
+        return metadata_from(response.content, self.name)
 
     async def aclose(self) -> None:
         await self._client.aclose()
