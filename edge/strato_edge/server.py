@@ -27,7 +27,7 @@ from strato._codec import (
     encode_response,
     header_length_from,
 )
-from strato._errors import BundleError, InferenceError, InvalidInput
+from strato._errors import BundleError, InferenceError
 
 from strato_edge.metrics import Metrics
 from strato_edge.store import ModelStore
@@ -228,14 +228,7 @@ class EdgeServer:
         body = await self._body(request, headers)
         decoded = decode_request(body, header_length=header_length_from(headers))
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
-        if decoded.outputs is None:
-            binary: bool | set[str] = decoded.binary_default
-        else:
-            unknown = sorted(set(decoded.outputs) - set(outputs))
-            if unknown:
-                raise InvalidInput(f"unknown output(s) {unknown}; the model has {sorted(outputs)}")
-            outputs = {name: outputs[name] for name in decoded.outputs}
-            binary = {name for name, wants in decoded.outputs.items() if wants}
+        outputs, binary = decoded.select(outputs)
         payload, header_length = encode_response(
             outputs,
             model_name=served.name,

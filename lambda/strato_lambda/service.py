@@ -127,13 +127,7 @@ class ModelService:
         started = time.perf_counter()
         outputs = model.engine.infer(request.inputs)
         seconds = time.perf_counter() - started
-        binary: bool | set[str] = request.binary_default
-        if request.outputs is not None:
-            unknown = sorted(set(request.outputs) - set(outputs))
-            if unknown:
-                raise InvalidInput(f"unknown outputs {unknown}; {model.name} has {sorted(outputs)}")
-            outputs = {k: outputs[k] for k in request.outputs}
-            binary = {k for k, wants in request.outputs.items() if wants}
+        outputs, binary = request.select(outputs)
         precision = model.engine.precision
         payload, length = encode_response(
             outputs,

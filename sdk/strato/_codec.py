@@ -100,6 +100,18 @@ class DecodedRequest:
     outputs: dict[str, bool] | None = None
     binary_default: bool = False
 
+    def select(
+        self, outputs: Mapping[str, np.ndarray[Any, Any]]
+    ) -> tuple[dict[str, np.ndarray[Any, Any]], bool | set[str]]:
+        """The outputs this request asked for, and which go binary (for `encode_response`)."""
+        if self.outputs is None:
+            return dict(outputs), self.binary_default
+        unknown = sorted(set(self.outputs) - set(outputs))
+        if unknown:
+            raise InvalidInput(f"unknown output(s) {unknown}; the model has {sorted(outputs)}")
+        chosen = {name: outputs[name] for name in self.outputs}
+        return chosen, {name for name, wants in self.outputs.items() if wants}
+
 
 @dataclass(slots=True)
 class DecodedResponse:

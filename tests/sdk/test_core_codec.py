@@ -111,3 +111,21 @@ def test_header_length_sources():
     assert header_length_from({"content-type": "application/json"}) is None
     with pytest.raises(InvalidInput):
         header_length_from({HEADER_LENGTH: "x"})
+
+
+def test_select_requested_outputs():
+    outputs = {"a": np.ones(2, np.float32), "b": np.zeros(2, np.float32)}
+    everything = decode_request(
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}'
+    )
+    assert everything.select(outputs) == (outputs, False)
+    body = json.dumps(
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
+            "outputs": [{"name": "b", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    chosen, binary = decode_request(body).select(outputs)
+    assert list(chosen) == ["b"] and binary == {"b"}
+    with pytest.raises(InvalidInput, match=r"unknown output\(s\) \['b'\]"):
+        decode_request(body).select({"a": outputs["a"]})
