@@ -215,13 +215,13 @@ def route_step(ctx: QuickstartContext) -> None:
             by_tier[tier][1].append(prediction.latency_ms)
             if tier == "edge":
                 edge_alone.append(correct)
-        threshold = client.metadata(model).get("parameters", {}).get("calibration", {})
+        calibration = client.metadata(model).get("parameters", {}).get("calibration", {})
     total = len(dataset.test.y)
     everything = by_tier["edge"][0] + by_tier["cloud"][0]
     ctx.summary["routing"] = {
         "policy": "cascade",
-        "threshold": threshold.get("cascade_threshold"),
-        "expected_edge_share": threshold.get("edge_share"),
+        "threshold": calibration.get("cascade_threshold"),
+        "expected_edge_share": calibration.get("edge_share"),
         "samples": total,
         "edge": _tier_row(*by_tier["edge"], total),
         "cloud": _tier_row(*by_tier["cloud"], total),
