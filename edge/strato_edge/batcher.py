@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato._errors import InvalidInput
+from strato import InvalidInput
 from strato._tensors import validate_inputs
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strato._errors import ConfigError
+from strato import ConfigError
 
 if TYPE_CHECKING:
     import os

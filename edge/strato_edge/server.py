@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Route
+from strato import BundleError, InferenceError
 from strato._codec import (
     HEADER_LENGTH,
     SAGEMAKER_BINARY,
@@ -27,7 +28,6 @@ from strato._codec import (
     encode_response,
     header_length_from,
 )
-from strato._errors import BundleError, InferenceError
 
 from strato_edge.metrics import Metrics
 from strato_edge.store import ModelStore

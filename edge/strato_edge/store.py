@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from strato import ModelNotFound, Registry, StratoError
 from strato._bundle import MANIFEST, Bundle, Manifest
 from strato._engines import load_engine
-from strato._errors import ModelNotFound, StratoError
-from strato._registry import Registry
 from strato._transports.local import model_metadata
 
 from strato_edge.batcher import Batcher

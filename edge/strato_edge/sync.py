@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strato import ConfigError, ModelRef, Registry, StratoError
 from strato._bundle import MANIFEST
-from strato._errors import ConfigError, StratoError
-from strato._registry import ModelRef, Registry
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from strato import InferenceError, InvalidInput, TransportError
 from strato._envelope import ENVELOPE_VERSION, is_envelope, pack, unpack
-from strato._errors import InferenceError, InvalidInput, TransportError
 
 from strato_lambda.service import ModelService
 from strato_lambda.settings import Settings

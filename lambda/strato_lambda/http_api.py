@@ -12,8 +12,8 @@ from typing import Any
 
 import strato
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from strato import InferenceError, InvalidInput, TransportError
 from strato._codec import HEADER_LENGTH, dumps, header_length_from
-from strato._errors import InferenceError, InvalidInput, TransportError
 
 from strato_lambda.app import count_error, logger, record_latency, service
 

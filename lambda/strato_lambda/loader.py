@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strato import ConfigError, ModelNotFound
 from strato._bundle import MANIFEST, Bundle, Manifest, write_manifest
-from strato._errors import ConfigError, ModelNotFound
 from strato._registry import ALIASES, ModelRef, Registry
 from strato._storage import S3Store
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from strato import ModelRef, Registry
 from strato._bundle import MANIFEST, Bundle
-from strato._registry import ModelRef, Registry
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from strato import InferenceError, InvalidInput, ModelNotFound, StratoError, Unavailable
 from strato._codec import decode_request, encode_response, loads
-from strato._errors import InferenceError, InvalidInput, ModelNotFound, StratoError, Unavailable
 
 from strato_lambda.loader import LoadedModel, load_model
 

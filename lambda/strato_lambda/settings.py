@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from strato._errors import ConfigError
+from strato import ConfigError
 
 __all__ = ["LAMBDA_PAYLOAD_LIMIT", "Settings", "vcpus"]
 

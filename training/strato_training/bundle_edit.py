@@ -14,13 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strato import BundleError
 from strato._bundle import MANIFEST, Artifact, Bundle, write_manifest
-from strato._errors import BundleError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from strato._registry import ModelRef, Registry
+    from strato import ModelRef, Registry
 
 __all__ = ["NewFile", "add_artifacts"]
 

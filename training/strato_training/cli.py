@@ -220,7 +220,7 @@ def quickstart_command(
 
     Example: strato quickstart --registry .strato/registry --json
     """
-    from strato._registry import Registry
+    from strato import Registry
 
     from strato_training.pipeline import QuickstartContext, quickstart_steps, run_quickstart
     from strato_training.trainer import TrainConfig

@@ -30,7 +30,7 @@ SeedOpt = Annotated[int, typer.Option(help="Split seed: must match the one used 
 
 
 def _registry(root: str | None) -> Any:
-    from strato._registry import Registry
+    from strato import Registry
 
     return Registry(root)
 

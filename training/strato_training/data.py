@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from strato._errors import ConfigError
+from strato import ConfigError
 
 __all__ = [
     "Dataset",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-from strato._errors import ConfigError
+from strato import ConfigError
 
 if TYPE_CHECKING:
     from strato_training.data import Dataset

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-from strato._errors import StratoError
+from strato import StratoError
 from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 from torch.nn.parallel import DistributedDataParallel
 

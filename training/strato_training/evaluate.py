@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato._errors import ConfigError
+from strato import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from strato._errors import ConfigError, ExportError, ParityError
+from strato import ConfigError, ExportError, ParityError
 
 from strato_training.evaluate import predict_onnx, predict_torch
 

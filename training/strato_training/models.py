@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 import torch
-from strato._errors import ConfigError
+from strato import ConfigError
 from torch import nn
 
 __all__ = ["BUILTIN_MODELS", "MLP", "SmallCNN", "build_model", "count_parameters"]

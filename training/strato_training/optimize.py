@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from strato._errors import BundleError
+from strato import BundleError
 
 from strato_training.bundle_edit import NewFile, add_artifacts
 from strato_training.calibrate import calibrate
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     import numpy as np
-    from strato._bundle import Artifact, Bundle
-    from strato._registry import ModelRef, Registry
+    from strato import Artifact, Bundle, ModelRef, Registry
 
     from strato_training.pipeline import QuickstartContext
     from strato_training.quantize import QuantizedArtifact

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato._errors import ConfigError
+from strato import ConfigError
 
 from strato_training.evaluate import (
     CONFUSION_PNG,
@@ -42,8 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from strato._bundle import Bundle
-    from strato._registry import ModelRef, Registry
+    from strato import Bundle, ModelRef, Registry
 
     from strato_training.data import Dataset
 

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strato import ConfigError, ModelNotFound, ModelRef, Registry, TensorSpec
 from strato._bundle import make_bundle
-from strato._errors import ConfigError, ModelNotFound
-from strato._registry import ModelRef, Registry
-from strato._tensors import TensorSpec
 
 from strato_training.evaluate import CONFUSION_PNG, CURVES_PNG, REPORT
 from strato_training.export import EXPORT_INFO, ONNX_MODEL
@@ -27,7 +25,7 @@ from strato_training.trainer import CHECKPOINT, RUN_INFO
 if TYPE_CHECKING:
     import os
 
-    from strato._bundle import Bundle
+    from strato import Bundle
 
 __all__ = ["PREPROCESSING", "PublishConfig", "PublishResult", "build_bundle", "publish"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato._errors import ConfigError, ExportError, QuantizationError
+from strato import ConfigError, ExportError, QuantizationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strato import ConfigError, ExportError
 from strato._bundle import sha256_file
 from strato._engines.tensorrt import PLAN_DIR, engine_key, plan_path
-from strato._errors import ConfigError, ExportError
 
 from strato_training.bundle_edit import add_artifacts
 
 if TYPE_CHECKING:
-    from strato._bundle import Artifact, Bundle
-    from strato._registry import ModelRef, Registry
+    from strato import Artifact, Bundle, ModelRef, Registry
 
 __all__ = ["PRECISIONS", "BatchProfile", "CompiledPlan", "compile_bundle", "compile_tensorrt"]
 

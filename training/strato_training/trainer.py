@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from strato._errors import ConfigError
+from strato import ConfigError
 from torch import nn
 
 from strato_training.data import Dataset, load_dataset
