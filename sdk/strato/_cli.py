@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ._cli_options import JsonOpt, RegistryOpt, fail, print_json, registry_option
+from ._cli_trust import register as _register_trust_commands
 from ._errors import StratoError
 
 __all__ = ["app", "main", "print_json", "registry_option"]
@@ -203,8 +204,7 @@ def _load_plugins() -> None:
             plugin(app)
 
 
-from strato import _cli_trust  # noqa: E402, F401  (registers `models keygen|sign|verify`)
-
+_register_trust_commands(models_app)
 _load_plugins()
 
 

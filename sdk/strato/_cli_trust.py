@@ -1,6 +1,6 @@
 """`strato models keygen | sign | verify`: Ed25519 signatures over bundle manifests.
 
-Added to the `models` sub-app of `strato._cli`; cryptography is imported only when a command runs.
+`strato._cli` adds them to its `models` sub-app through `register`; cryptography is imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from strato._cli import models_app
 from strato._cli_options import JsonOpt, RegistryOpt, fail, print_json
 from strato._errors import StratoError
 
-__all__ = ["models_keygen", "models_sign", "models_verify"]
+__all__ = ["models_keygen", "models_sign", "models_verify", "register"]
 
 TargetArg = Annotated[
     str,
@@ -29,7 +28,6 @@ def _bundle_dir(target: str) -> Path | None:
     return path if (path / "manifest.json").is_file() else None
 
 
-@models_app.command("keygen")
 def models_keygen(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for NAME.key and NAME.pub.")],
     name: Annotated[str, typer.Option(help="Base name of the key files.")] = "strato",
@@ -58,7 +56,6 @@ def models_keygen(
     typer.echo(f"  public  {pair.public_path} (trust it with STRATO_TRUSTED_KEYS)")
 
 
-@models_app.command("sign")
 def models_sign(
     target: TargetArg,
     key: Annotated[Path, typer.Option("--key", "-k", help="PEM Ed25519 private key.")],
@@ -98,7 +95,6 @@ def models_sign(
     typer.echo(f"signed {row['model']} with key {row['key_id']} ({row['artifacts']} artifacts)")
 
 
-@models_app.command("verify")
 def models_verify(
     target: TargetArg,
     trusted: Annotated[
@@ -182,3 +178,10 @@ class _spinner:
     def __exit__(self, *exc: object) -> None:
         if self._status is not None:
             self._status.__exit__(*exc)
+
+
+def register(models_app: typer.Typer) -> None:
+    """Add `keygen`, `sign` and `verify` to the `strato models` sub-app."""
+    models_app.command("keygen")(models_keygen)
+    models_app.command("sign")(models_sign)
+    models_app.command("verify")(models_verify)

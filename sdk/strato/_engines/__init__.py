@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Engine, load_engine
+from .base import Engine
+from .loader import load_engine
 
 __all__ = ["Engine", "load_engine"]
