@@ -4,17 +4,15 @@ registry of tiny models, and (for the cascade) digits models trained here in sec
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 from strato import Registry
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "sdk"))
-from sdk_servers import Proc, cloud_emulator, free_port, root_conftest
+from support.servers import Proc, cloud_emulator, free_port
 
 for _key, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -29,7 +27,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder registry (the edge's store) holding tiny:1, alias prod."""
     root = tmp_path_factory.mktemp("e2e-tiny")
     registry = Registry(root / "registry")
-    registry.publish(root_conftest().build_tiny_bundle(root / "v1", version="1"), alias="prod")
+    registry.publish(support.build_tiny_bundle(root / "v1", version="1"), alias="prod")
     return Path(registry.url)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sdk_servers import cloud_emulator, edge_server, free_port
 from strato import Client, Edge, Lambda, policies
 from strato._route_report import format_route_table, route_split
+from support.servers import cloud_emulator, edge_server, free_port
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from sdk_servers import edge_server, free_port
 from strato import BreakerConfig, Client, Edge, Lambda, Prediction, Retry
+from support.servers import edge_server, free_port
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -7,8 +7,8 @@ import re
 import httpx
 import numpy as np
 import pytest
-from sdk_servers import DelayProxy, cloud_emulator, edge_server, free_port
 from strato import Client, Edge, InvalidInput, Lambda, Prediction, Queued, Retry, policies
+from support.servers import DelayProxy, cloud_emulator, edge_server, free_port
 
 pytestmark = pytest.mark.timeout(180)
 

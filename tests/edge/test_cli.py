@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from _edge_helpers import free_port
 from strato._cli import app
 from strato._errors import ConfigError
+from support import free_port
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.timeout(180)

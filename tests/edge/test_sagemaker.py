@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _edge_helpers import build_tiny_bundle
 from strato import Registry
 from strato._codec import SAGEMAKER_BINARY, decode_response, encode_request, header_length_from
 from strato._engines import load_engine
+from support import build_tiny_bundle
 
 pytestmark = pytest.mark.timeout(120)
 

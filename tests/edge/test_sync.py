@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _edge_helpers import build_tiny_bundle
 from strato import Registry
 from strato._codec import HEADER_LENGTH, decode_response, encode_request
 from strato._engines import load_engine
 from strato._errors import IntegrityError, ModelNotFound, StratoError
 from strato_edge.sync import pull, rollback, store_status
+from support import build_tiny_bundle
 
 pytestmark = pytest.mark.timeout(180)
 

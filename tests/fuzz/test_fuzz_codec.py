@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-# The shared strategies sit beside this file; found in any pytest import mode.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_strategies import FUZZ, FUZZ_LIGHT, TIMEOUT, arrays, json_values, request_bodies
 from hypothesis import given
 from hypothesis import strategies as st
 from strato import InvalidInput
@@ -25,6 +19,9 @@ from strato._codec import (
     header_length_from,
 )
 from strato._tensors import TensorSpec, validate_inputs
+
+# The shared strategies sit beside this file; found in any pytest import mode.
+from support.fuzz import FUZZ, FUZZ_LIGHT, TIMEOUT, arrays, json_values, request_bodies
 
 pytestmark = pytest.mark.timeout(TIMEOUT)
 

@@ -6,20 +6,19 @@ never a 5xx, never an exception out of the app, never a hang; the server stays r
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-# The shared strategies sit beside this file; found in any pytest import mode.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_strategies import FUZZ, TIMEOUT, infer_bodies, root_conftest
+import support
 from hypothesis import event, given
 from hypothesis import strategies as st
 from strato import Registry
 from strato._codec import HEADER_LENGTH, decode_response, header_length_from
+
+# The shared strategies sit beside this file; found in any pytest import mode.
+from support.fuzz import FUZZ, TIMEOUT, infer_bodies
 
 pytest.importorskip("starlette")
 pytest.importorskip("strato_edge")
@@ -53,7 +52,7 @@ def edge_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     root = tmp_path_factory.mktemp("fuzz-edge")
     registry = Registry(root / "registry")
-    registry.publish(root_conftest().build_tiny_bundle(root / "src"), alias="prod")
+    registry.publish(support.build_tiny_bundle(root / "src"), alias="prod")
     config = ServeConfig(store=Path(registry.url), port=0, watch_interval_s=0, timeout_s=10)
     with TestClient(create_app(config), raise_server_exceptions=True) as client:
         yield client

@@ -9,27 +9,25 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import support
+from hypothesis import event, given
+from hypothesis import strategies as st
+from strato._codec import HEADER_LENGTH, decode_response, header_length_from
 
 # The shared strategies sit beside this file; found in any pytest import mode.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_strategies import (
+from support.fuzz import (
     FUZZ,
     FUZZ_LIGHT,
     TIMEOUT,
     infer_bodies,
     json_values,
-    root_conftest,
     weighted,
 )
-from hypothesis import event, given
-from hypothesis import strategies as st
-from strato._codec import HEADER_LENGTH, decode_response, header_length_from
 
 pytest.importorskip("aws_lambda_powertools")
 
@@ -55,7 +53,7 @@ def lambda_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from strato_lambda.settings import Settings
 
     root = tmp_path_factory.mktemp("fuzz-lambda")
-    bundle = root_conftest().build_tiny_bundle(root / "bundle")
+    bundle = support.build_tiny_bundle(root / "bundle")
     app.configure(Settings.resolve(model_uri=str(bundle.root), cache_dir=str(root / "cache")))
     context = InvocationContext(function_name="strato-infer", memory_limit_in_mb=1024)
     yield lambda event: app.handler(event, context)

@@ -15,23 +15,10 @@ EVENTS = Path(__file__).parent / "events"
 
 
 def _root_helpers() -> Any:
-    """tests/conftest.py's helpers (build_tiny_bundle, free_port) for module-scoped fixtures.
+    """The shared test helpers (tests/support: build_tiny_bundle, free_port)."""
+    import support
 
-    Loaded by path under its own name: `import conftest` is ambiguous once folders have their own.
-    """
-    import importlib.util
-    import sys
-
-    name = "strato_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).parents[1] / "conftest.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return support
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import support
 from strato import Registry
-
-sys.path.insert(0, str(Path(__file__).parent))
-from sdk_servers import Proc, StandIn, cloud_emulator, edge_server, free_port, root_conftest
+from support.servers import Proc, StandIn, cloud_emulator, edge_server, free_port
 
 # boto3 must find credentials, and must never reach AWS: every client here gets an endpoint_url.
 for _key, _value in {
@@ -24,7 +22,7 @@ for _key, _value in {
 
 def make_registry(root: Path) -> Registry:
     """tiny:1 (prod) and tiny:2 in a folder registry."""
-    helpers = root_conftest()
+    helpers = support
     registry = Registry(root / "registry")
     registry.publish(helpers.build_tiny_bundle(root / "v1", version="1", seed=0), alias="prod")
     registry.publish(helpers.build_tiny_bundle(root / "v2", version="2", seed=1))
@@ -79,7 +77,7 @@ def edge_standin(tiny_registry: Registry) -> Iterator[StandIn]:
 @pytest.fixture
 def cloud_standin(tmp_path: Path) -> Iterator[StandIn]:
     """A stand-in Lambda serving tiny:1 with other weights (seed 5), so answers show their tier."""
-    bundle = root_conftest().build_tiny_bundle(tmp_path / "cloud-bundle", version="1", seed=5)
+    bundle = support.build_tiny_bundle(tmp_path / "cloud-bundle", version="1", seed=5)
     server = StandIn(bundle, name="cloud").start()
     yield server
     server.stop()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from strato import (
@@ -16,19 +14,7 @@ from strato import (
     ModelRef,
     Registry,
 )
-
-
-def _root_conftest_helper(name: str):
-    # Every conftest.py is imported as `conftest`; `from conftest import` gets whichever came last.
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("strato_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
-
-
-build_tiny_bundle = _root_conftest_helper("build_tiny_bundle")
+from support import build_tiny_bundle
 
 
 def test_resolve_forms(tiny_registry):

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-from sdk_servers import free_port
 from strato import (
     Client,
     ConfigError,
@@ -18,6 +17,7 @@ from strato import (
     Retry,
     Unavailable,
 )
+from support.servers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

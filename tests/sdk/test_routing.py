@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from sdk_servers import private_bundle
 from strato import (
     BreakerConfig,
     Client,
@@ -22,6 +21,7 @@ from strato import (
     policies,
 )
 from strato._client import chunk_rows, softmax
+from support.servers import private_bundle
 
 pytestmark = pytest.mark.timeout(60)
 

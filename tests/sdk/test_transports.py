@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sdk_servers import free_port
 from strato import (
     AsyncEdge,
     ConfigError,
@@ -23,6 +22,7 @@ from strato import (
     Timeout,
     Unavailable,
 )
+from support.servers import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,7 +161,7 @@ def test_async_edge(edge_daemon, digit_batch):
 
 def test_sagemaker_through_the_real_container(session_registry, tmp_path, digit_batch):
     """`strato edge serve --sagemaker` behind a runtime front: the content types must agree."""
-    from sdk_servers import SageMakerFront, edge_server
+    from support.servers import SageMakerFront, edge_server
 
     port = free_port()
     container = edge_server(Path(session_registry.url), port, tmp_path / "sm.log", "--sagemaker")
@@ -184,7 +184,7 @@ def test_sagemaker_through_the_real_container(session_registry, tmp_path, digit_
 
 
 def test_edge_token(session_registry, tmp_path, digit_batch):
-    from sdk_servers import edge_server
+    from support.servers import edge_server
 
     proc = edge_server(
         Path(session_registry.url), free_port(), tmp_path / "token.log", "--token", "s3cret"

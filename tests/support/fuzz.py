@@ -183,22 +183,6 @@ def request_bodies(draw: st.DrawFn) -> tuple[bytes, int | None]:
     return header + trailer, length
 
 
-def root_conftest() -> Any:
-    """tests/conftest.py loaded by path (every conftest.py is imported as `conftest`)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "strato_fuzz_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
 
 # Bodies shaped like the tiny model's input ("input" FP32 [-1, 1, 28, 28]) so that some cases get
 # past the codec into the batcher and the engine: valid images, NaN/Inf, wrong dtype or rank.

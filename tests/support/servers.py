@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
-import functools
-import importlib.util
 import json
 import os
 import signal
@@ -20,7 +18,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -36,28 +33,19 @@ from strato._envelope import is_envelope, pack, unpack
 from strato._errors import InferenceError
 from strato._transports.local import model_metadata
 
+import support
+
 STRATO = str(Path(sys.executable).with_name("strato"))
 
 
-@functools.cache
-def root_conftest() -> ModuleType:
-    """tests/conftest.py's helpers (imported by path: `conftest` is ambiguous across folders)."""
-    spec = importlib.util.spec_from_file_location(
-        "strato_tests_root", Path(__file__).parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def free_port() -> int:
-    return int(root_conftest().free_port())
+    return int(support.free_port())
 
 
 def private_bundle(root: Path, *, name: str = "secret", version: str = "1") -> Bundle:
     """A tiny bundle whose manifest says `serving.cloud: never`."""
-    helpers = root_conftest()
+    helpers = support
     root.mkdir(parents=True, exist_ok=True)
     helpers.write_tiny_onnx(root / "model.onnx", seed=3)
     return make_bundle(

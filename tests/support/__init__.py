@@ -1,0 +1,8 @@
+"""Helpers the tests import by name (`from support import build_tiny_bundle`): tests/ is on
+pytest's `pythonpath`, so no test loads a conftest.py by path or edits sys.path."""
+
+from __future__ import annotations
+
+from .bundles import DIGIT_LABELS, build_tiny_bundle, free_port, write_tiny_onnx
+
+__all__ = ["DIGIT_LABELS", "build_tiny_bundle", "free_port", "write_tiny_onnx"]

@@ -1,0 +1,69 @@
+"""Tiny models built in the test: an ONNX MLP with random weights and the bundle around it."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+from strato import Bundle, TensorSpec
+from strato._bundle import make_bundle
+
+__all__ = ["DIGIT_LABELS", "build_tiny_bundle", "free_port", "write_tiny_onnx"]
+
+DIGIT_LABELS = [str(i) for i in range(10)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_tiny_onnx(path: Path, *, seed: int = 0, hidden: int = 16) -> None:
+    """A 784-hidden-10 MLP over 1x28x28 inputs with a dynamic batch axis, random weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.1, (784, hidden)).astype(np.float32)
+    b1 = np.zeros(hidden, np.float32)
+    w2 = rng.normal(0, 0.5, (hidden, 10)).astype(np.float32)
+    b2 = rng.normal(0, 0.1, 10).astype(np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [
+            numpy_helper.from_array(a, n)
+            for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def build_tiny_bundle(
+    root: Path, *, name: str = "tiny", version: str = "1", seed: int = 0
+) -> Bundle:
+    root.mkdir(parents=True, exist_ok=True)
+    write_tiny_onnx(root / "model.onnx", seed=seed)
+    return make_bundle(
+        root,
+        name=name,
+        version=version,
+        inputs=[TensorSpec("input", "FP32", (-1, 1, 28, 28))],
+        outputs=[TensorSpec("logits", "FP32", (-1, 10))],
+        artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
+        labels=tuple(DIGIT_LABELS),
+        opset=17,
+        calibration={"temperature": 1.0, "cascade_threshold": 0.8},
+    )
