@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Executor
 
-    from strato._engines import Engine
+    from strato.engines import Engine
 
     from strato_edge.config import BatchingConfig
 

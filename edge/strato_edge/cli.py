@@ -256,8 +256,8 @@ def fingerprint(as_json: JsonOpt = False) -> None:
     Example: strato edge fingerprint --json
     """
     try:
-        from strato._device import fingerprint as device_fingerprint
-        from strato._device import format_fingerprint
+        from strato.device import fingerprint as device_fingerprint
+        from strato.device import format_fingerprint
     except ImportError as exc:
         raise fail(f"device fingerprinting is not available in this install: {exc}") from None
     found = device_fingerprint()

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from strato import ModelNotFound, Registry, StratoError
 from strato._bundle import MANIFEST, Bundle, Manifest
-from strato._engines import load_engine
 from strato._transports.local import model_metadata
+from strato.engines import load_engine
 
 from strato_edge.batcher import Batcher
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
     from pathlib import Path
 
-    from strato._engines import Engine
+    from strato.engines import Engine
 
     from strato_edge.config import ServeConfig
     from strato_edge.metrics import Metrics

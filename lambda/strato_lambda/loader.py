@@ -28,7 +28,7 @@ from strato._registry import ALIASES, ModelRef, Registry
 from strato._storage import S3Store
 
 if TYPE_CHECKING:
-    from strato._engines import Engine
+    from strato.engines import Engine
 
     from strato_lambda.settings import Settings
 
@@ -173,8 +173,8 @@ def _bundle_for(source: ModelSource, settings: Settings, s3_client: Any) -> Bund
 
 def load_model(settings: Settings, *, s3_client: Any = None) -> LoadedModel:
     """Fetch and verify the configured model, then start ONNX Runtime with one thread per vCPU."""
-    from strato._engines import load_engine
     from strato._transports.local import model_metadata
+    from strato.engines import load_engine
 
     started = time.perf_counter()
     source = parse_model_uri(settings.model_uri or "")

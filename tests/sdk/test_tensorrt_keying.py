@@ -16,8 +16,8 @@ import pytest
 from strato import Bundle, EngineMismatch
 from strato._bundle import Artifact, write_manifest
 from strato._engines import load_engine
-from strato._engines import tensorrt as trt_engine
-from strato._engines.tensorrt import engine_key, load_matching_plan, plan_matches, plan_path
+from strato._engines import tensorrt_runtime as trt_engine
+from strato._engines.tensorrt_runtime import engine_key, load_matching_plan, plan_matches, plan_path
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 JETSON = {"tensorrt": "10.3.0", "compute_capability": "8.7"}

@@ -12,7 +12,12 @@ from strato import Bundle, ConfigError, ExportError, InvalidInput, Registry
 from strato._cli import app
 from strato._engines import load_engine
 from strato_training.data import Dataset
-from strato_training.tensorrt import BatchProfile, compile_bundle, compile_tensorrt, source_artifact
+from strato_training.tensorrt_build import (
+    BatchProfile,
+    compile_bundle,
+    compile_tensorrt,
+    source_artifact,
+)
 from typer.testing import CliRunner
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None

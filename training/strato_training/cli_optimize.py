@@ -1,7 +1,7 @@
 """`strato quantize | calibrate | compile`: each reads a registry version and publishes the next.
 
 Only argument parsing and printing live here; the work is in `strato_training.optimize` and
-`strato_training.tensorrt`, imported inside the command bodies so `strato --help` stays light.
+`strato_training.tensorrt_build`, imported inside the command bodies so `strato --help` stays light.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def compile_command(
 
     Example: strato compile digits-mlp:2 --target tensorrt --precision int8
     """
-    from strato_training.tensorrt import PRECISIONS, BatchProfile, compile_bundle
+    from strato_training.tensorrt_build import PRECISIONS, BatchProfile, compile_bundle
 
     if target != "tensorrt":
         raise typer.BadParameter("only 'tensorrt' is supported", param_hint="--target")

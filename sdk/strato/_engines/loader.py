@@ -35,7 +35,7 @@ def load_engine(
     """
     if prefer_tensorrt and bundle.models("tensorrt"):
         try:
-            from .tensorrt import load_matching_plan
+            from .tensorrt_runtime import load_matching_plan
 
             engine: Engine | None = load_matching_plan(bundle, precision=precision)
             if engine is not None:

@@ -9,7 +9,7 @@ calibration was deprecated. fp32 models built for fp16 use the FP16 builder flag
 TensorRT version still has it (10.x; TensorRT 11 is strongly typed only).
 
 A plan only runs on the TensorRT version and compute capability that built it, so its key is
-sha256(onnx) + TensorRT version + compute capability + precision (`strato._engines.tensorrt`).
+sha256(onnx) + TensorRT version + compute capability + precision (`strato.engines`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from strato import ConfigError, ExportError
 from strato._bundle import sha256_file
-from strato._engines.tensorrt import PLAN_DIR, engine_key, plan_path
+from strato.engines import PLAN_DIR, engine_key, plan_path
 
 from strato_training.bundle_edit import add_artifacts
 
@@ -188,7 +188,7 @@ def compile_tensorrt(
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     trt = _import_tensorrt()
-    from strato._device import compute_capability as device_capability
+    from strato.device import compute_capability as device_capability
 
     capability = compute_capability or device_capability()
     if not capability:
@@ -259,7 +259,7 @@ def compile_bundle(
     )
     with tempfile.TemporaryDirectory(prefix="strato-trt-") as tmp:
         out_dir = Path(tmp)
-        from strato._device import compute_capability
+        from strato.device import compute_capability
 
         capability = compute_capability()
         cache_rel = f"{PLAN_DIR}/timing-{trt.__version__}-sm{capability}.cache"
