@@ -1,4 +1,5 @@
-"""`strato edge …`: serve, pull, rollback, status, models, predict, bench, fingerprint."""
+"""`strato edge …`: serve, pull, rollback, status, models, predict, bench, fingerprint,
+install-service, greengrass-component."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from strato_edge.cli_common import (
     store_path,
     with_progress,
 )
+from strato_edge.cli_fleet import register as register_fleet
 from strato_edge.config import DEFAULT_STORE, SAGEMAKER_MODEL_DIR
 
 __all__ = ["app"]
@@ -247,6 +249,7 @@ def _server_status(url: str, token: str | None) -> dict[str, Any]:
 
 
 register(app)  # models, predict, bench
+register_fleet(app)  # install-service, greengrass-component
 
 
 @app.command()

@@ -24,6 +24,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"strato {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Train once, serve on Jetson and AWS, route every prediction with one client."""
+
+
 models_app = typer.Typer(help="List, inspect, promote and roll back models in a registry.")
 app.add_typer(models_app, name="models")
 
