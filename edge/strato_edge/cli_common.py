@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato._cli_options import JsonOpt, print_json
+from strato.cli import JsonOpt, print_json
 
 from strato_edge.config import DEFAULT_STORE
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato._cli_options import JsonOpt, RegistryOpt
-from strato._cli_options import print_json as _print_json
+from strato.cli import JsonOpt, RegistryOpt
+from strato.cli import print_json as _print_json
 
 app = typer.Typer(
     help="The cloud tier: run the Lambda function locally, package for SageMaker, deploy with SAM.",

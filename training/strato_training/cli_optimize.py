@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from strato._cli_options import JsonOpt, RegistryOpt, print_json
+from strato.cli import JsonOpt, RegistryOpt, print_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
