@@ -24,9 +24,9 @@ import httpx
 import jsonschema
 import pytest
 import yaml
-from _edge_helpers import free_port
 from strato._cli import app
 from strato._errors import ConfigError
+from support import free_port
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.timeout(180)
