@@ -78,7 +78,7 @@ def install_service(
         port=port,
         grpc_port=grpc_port,
         model=model,
-        registry=registry,
+        registry=_absolute(registry),
         interval_s=interval,
         environment_file=env_file,
         gpu=gpu,
@@ -102,6 +102,13 @@ def install_service(
     typer.echo(
         f"next: systemd-sysusers && systemctl daemon-reload && systemctl enable --now {units}"
     )
+
+
+def _absolute(registry: str | None) -> str | None:
+    # The units run in `/`: a relative folder would name another place there.
+    if registry is None or registry.startswith("s3://"):
+        return registry
+    return str(Path(registry).absolute())
 
 
 def greengrass_component(
