@@ -76,6 +76,16 @@ def serve(
         int | None,
         typer.Option(help="ONNX Runtime intra-op threads per model (default: all cores)."),
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve KServe v2 gRPC on this port (0: any free one); off unless set."
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve GET /metrics without the token on this port."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve every model in the store over the Open Inference Protocol v2.
@@ -111,8 +121,22 @@ def serve(
         watch_interval_s=watch_interval,
         threads=threads,
         workers=workers,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
     )
+    if grpc_port is not None:
+        _check_grpc_extra()
     run_server(config, log_level=log_level.lower())
+
+
+def _check_grpc_extra() -> None:
+    try:
+        import grpc  # noqa: F401
+        import tritonclient.grpc.service_pb2_grpc  # noqa: F401
+    except ImportError as exc:
+        raise fail(
+            f"--grpc-port needs the grpc extra (pip install 'strato[edge,grpc]'): {exc}", 1
+        ) from None
 
 
 @app.command()

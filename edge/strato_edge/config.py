@@ -136,6 +136,8 @@ class ServeConfig:
     watch_interval_s: float = 1.0
     threads: int | None = None
     workers: int = 4
+    grpc_port: int | None = None  # KServe v2 gRPC on this port too (None: off)
+    metrics_port: int | None = None  # /metrics without a token on this port too (None: off)
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token and not self.insecure:
@@ -149,6 +151,9 @@ class ServeConfig:
             raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
+        for option, value in (("grpc_port", self.grpc_port), ("metrics_port", self.metrics_port)):
+            if value is not None and not 0 <= value < 65536:
+                raise ConfigError(f"{option} must be in 0..65535, got {value}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from strato_edge.metrics import start_metrics_server
 from strato_edge.server import create_app
 
 if TYPE_CHECKING:
+    import asyncio
     import socket
     from collections.abc import Callable, Generator
 
@@ -19,17 +22,58 @@ if TYPE_CHECKING:
 
 __all__ = ["EdgeUvicorn", "build_server", "serve"]
 
+log = logging.getLogger("strato.edge.runner")
+
 
 class EdgeUvicorn(uvicorn.Server):
-    """uvicorn's server, plus the announcement line and the real port (for `--port 0`)."""
+    """uvicorn's server, plus the announcement line and the real port (for `--port 0`), and
+    the gRPC service and the metrics port on the same event loop when configured."""
 
     announce: Callable[[EdgeUvicorn], None] | None = None
     edge: EdgeServer
+    grpc_server: Any = None
+    grpc_port: int | None = None
+    metrics_server: asyncio.Server | None = None
+    metrics_port: int | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started and self.announce is not None:
+        if not self.started:
+            return
+        self.started = False  # "started" means every port is open, the side ports too
+        try:
+            await self._start_side_ports()
+        except (OSError, RuntimeError) as exc:
+            log.error("%s", exc)
+            self.should_exit = True
+            return
+        self.started = True
+        if self.announce is not None:
             self.announce(self)
+
+    async def _start_side_ports(self) -> None:
+        config = self.edge.config
+        if config.grpc_port is not None:
+            from strato_edge.grpc_service import start_grpc_server
+
+            self.grpc_server, self.grpc_port = await start_grpc_server(
+                self.edge, config.host, config.grpc_port
+            )
+        if config.metrics_port is not None:
+            edge = self.edge
+            self.metrics_server = await start_metrics_server(
+                lambda: edge.metrics.render(edge.store.queue_depth),
+                config.host,
+                config.metrics_port,
+            )
+            self.metrics_port = int(self.metrics_server.sockets[0].getsockname()[1])
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(5)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -78,6 +122,11 @@ def _announce(server: EdgeUvicorn) -> None:
     count = len(edge.store.served())
     mode = " (SageMaker mode)" if edge.config.sagemaker else ""
     print(f"strato edge serving {count} model(s) on {server.url}{mode}", flush=True)
+    host = edge.config.host
+    if server.grpc_port is not None:
+        print(f"  gRPC (KServe v2) on {host}:{server.grpc_port}", flush=True)
+    if server.metrics_port is not None:
+        print(f"  metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
     for name, version in sorted(edge.store.served().items()):
         print(f"  {name}:{version}", flush=True)
 
