@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from strato.cli import S3EndpointOpt
 
 from strato_edge.cli_client import register
 from strato_edge.cli_common import (
@@ -31,6 +32,15 @@ app = typer.Typer(
     "registry, benchmark a running server.",
     no_args_is_help=True,
 )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
 
 
 @app.command()
@@ -86,7 +96,9 @@ def serve(
         int | None,
         typer.Option(help="Also serve GET /metrics without the token on this port."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help="debug, info, warning or error.", callback=_log_level)
+    ] = "info",
 ) -> None:
     """Serve every model in the store over the Open Inference Protocol v2.
 
@@ -155,22 +167,20 @@ def pull(
     keep: Annotated[int, typer.Option(help="Installed versions to keep.")] = 3,
     watch: Annotated[bool, typer.Option(help="Keep following the reference.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between checks with --watch.")] = 10.0,
-    s3_endpoint: Annotated[
-        str | None, typer.Option(help="S3 endpoint URL.", envvar="STRATO_S3_ENDPOINT")
-    ] = None,
+    s3_endpoint: S3EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Install a verified bundle into the device store and serve it (alias `current`).
 
     Example: strato edge pull digits-mlp@prod --registry s3://models/strato --store /var/lib/strato
     """
-    from strato._registry import default_registry_root
+    from strato.cli import default_registry
 
     from strato_edge.sync import open_source
     from strato_edge.sync import pull as do_pull
     from strato_edge.sync import watch as do_watch
 
-    source = open_source(default_registry_root(registry), s3_endpoint=s3_endpoint)
+    source = open_source(default_registry(registry), s3_endpoint=s3_endpoint)
     target = store_path(store)
 
     def report(result: Any) -> None:
@@ -240,20 +250,22 @@ def status(
     from strato_edge.sync import store_status
 
     root = store_path(store)
+    if not root.is_dir():
+        raise fail(f"store {root} does not exist (pull a model first: strato edge pull …)")
     report: dict[str, Any] = {"store": str(root), "models": store_status(root)}
     if url:
         report["server"] = _server_status(url, token)
     if as_json:
         echo_json(report)
         return
-    from rich.console import Console
     from rich.table import Table
+    from strato.cli import console
 
     table = Table("model", "serving", "versions", "aliases", title=f"store {root}")
     for row in report["models"]:
         aliases = ", ".join(f"{a}→{v}" for a, v in row["aliases"].items()) or "-"
         table.add_row(row["model"], str(row["serving"]), ", ".join(row["versions"]), aliases)
-    Console().print(table)
+    console().print(table)
     if url:
         typer.echo(f"server {url}: {json.dumps(report['server'])}")
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +18,9 @@ from strato_edge.cli_common import (
     with_progress,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = ["register"]
 
 
@@ -27,11 +31,32 @@ def register(app: typer.Typer) -> None:
     app.command()(bench)
 
 
-def _http(url: str, token: str | None) -> Any:
+@contextlib.contextmanager
+def _http(url: str, token: str | None) -> Iterator[Any]:
+    """An httpx client for `url`; a server that is not there is a one-line error, exit 1."""
     import httpx
 
+    if not url.startswith(("http://", "https://")):
+        raise fail(f"--url must start with http:// or https://, got {url!r}", 2)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=30.0)
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30.0) as http:
+            yield http
+    except httpx.ConnectError as exc:
+        raise fail(
+            f"cannot connect to the edge server at {url} ({_reason(exc)}); "
+            "is `strato edge serve` running there?",
+            1,
+        ) from None
+    except httpx.TimeoutException:
+        raise fail(f"the edge server at {url} did not answer within 30 s", 1) from None
+    except httpx.HTTPError as exc:
+        raise fail(f"talking to the edge server at {url} failed: {exc}", 1) from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text or type(exc).__name__
 
 
 def _checked(response: Any) -> Any:
@@ -40,8 +65,21 @@ def _checked(response: Any) -> Any:
             message = response.json().get("error", response.text)
         except ValueError:
             message = response.text
-        raise fail(f"{response.request.url}: HTTP {response.status_code}: {message}")
+        raise fail(f"{response.request.url}: HTTP {response.status_code}: {message}", 1)
     return response
+
+
+def _load_input(path: Path) -> Any:
+    import numpy as np
+
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY":
+        raise fail(f"--input {path} is not a .npy file (write one with numpy.save)", 2)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise fail(f"--input {path}: cannot read it as .npy ({exc})", 2) from None
 
 
 def models(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
@@ -67,7 +105,15 @@ def models(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt =
 def predict(
     model: Annotated[str, typer.Argument(help="Model name (NAME or NAME:VERSION).")],
     input_file: Annotated[
-        Path | None, typer.Option("--input", "-i", help=".npy file with the first input's batch.")
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help=".npy file with the first input's batch.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
@@ -79,19 +125,18 @@ def predict(
 
     Example: strato edge predict digits-mlp --input digits.npy --url http://127.0.0.1:8000
     """
-    import numpy as np
     from strato._codec import HEADER_LENGTH, decode_response, encode_request
 
     from strato_edge.bench import random_inputs
 
     name, _, version = model.partition(":")
     base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+    given = _load_input(input_file) if input_file is not None else None
     with _http(url, token) as http:
         meta = _checked(http.get(base)).json()
         inputs = random_inputs(meta)
-        if input_file is not None:
-            first = meta["inputs"][0]
-            inputs[first["name"]] = np.load(input_file, allow_pickle=False)
+        if given is not None:
+            inputs[meta["inputs"][0]["name"]] = given
         body, length = encode_request(inputs, binary=binary, binary_outputs=binary)
         headers = {HEADER_LENGTH: str(length)} if length is not None else {}
         response = _checked(http.post(f"{base}/infer", content=body, headers=headers))

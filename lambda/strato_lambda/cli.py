@@ -5,6 +5,7 @@ Nothing heavy is imported until a command runs (`strato --help` stays light).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato.cli import JsonOpt, RegistryOpt
+from strato.cli import JsonOpt, RegistryOpt, S3EndpointOpt, fail
 from strato.cli import print_json as _print_json
 
 app = typer.Typer(
@@ -35,14 +36,20 @@ def _serve_until_stopped(emulator: Any) -> None:
 
 @app.command("local")
 def local(
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="NAME@ALIAS, NAME:VERSION or NAME in --registry.", show_default=False),
+    ] = None,
+    registry: RegistryOpt = None,
     model_uri: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--model-uri",
             envvar="STRATO_MODEL_URI",
-            help="s3://bucket/prefix/NAME@ALIAS | …/NAME/VERSION, a bundle folder, or REGISTRY_DIR/NAME@ALIAS.",
+            help="Instead of REF: s3://bucket/prefix/NAME@ALIAS | …/NAME/VERSION, a bundle "
+            "folder, or REGISTRY_DIR/NAME@ALIAS (what the deployed function reads).",
         ),
-    ],
+    ] = None,
     function_name: Annotated[
         str, typer.Option(help="Function name boto3 invokes.")
     ] = "strato-infer",
@@ -64,8 +71,9 @@ def local(
 ) -> None:
     """Serve the Lambda function on 127.0.0.1 like `sam local start-lambda` + `start-api`.
 
-    Example: strato cloud local --model-uri .strato/registry/digits-mlp@prod --port 3001
+    Example: strato cloud local digits-mlp@prod --registry .strato/registry --port 3001
     """
+    model_uri = _model_uri(ref, registry, model_uri)
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
     if quiet:  # read when Powertools' Logger is built, i.e. on the import below
         os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
@@ -76,16 +84,25 @@ def local(
     service = function.configure(Settings.resolve(model_uri=model_uri, s3_endpoint=s3_endpoint))
     if not service.try_load():
         typer.secho(f"error: {service.error}", fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(1)
     model = service.load()
-    emulator = Emulator(
-        function.handler,
-        function_name=function_name,
-        host=host,
-        port=port,
-        api_port=api_port,
-        memory_mb=memory,
-    )
+    try:
+        emulator = Emulator(
+            function.handler,
+            function_name=function_name,
+            host=host,
+            port=port,
+            api_port=api_port,
+            memory_mb=memory,
+        )
+    except OSError as exc:
+        busy = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise fail(
+            f"cannot listen on {host}:{port}"
+            + (f" or {api_port}" if api_port is not None else "")
+            + f": {busy} (another `strato cloud local`? pick another --port)",
+            1,
+        ) from None
     typer.echo(
         f"strato cloud local ready: lambda={emulator.lambda_url} api={emulator.api_url} "
         f"function={function_name} model={model.name}:{model.version} "
@@ -97,6 +114,30 @@ def local(
     _serve_until_stopped(emulator)
 
 
+def _model_uri(ref: str | None, registry: str | None, model_uri: str | None) -> str:
+    """`REF --registry R` as the model URI the function reads (`R/NAME@ALIAS`, `R/NAME/V`)."""
+    if model_uri and ref:
+        raise fail("give a model REF or --model-uri, not both", 2)
+    if model_uri:
+        return model_uri
+    if not ref:
+        raise fail("name the model: strato cloud local NAME@ALIAS [--registry DIR|s3://…]", 2)
+    from strato import ModelRef
+    from strato.cli import default_registry
+
+    parsed = ModelRef.parse(ref)
+    root = default_registry(registry).rstrip("/")
+    if parsed.version:
+        return f"{root}/{parsed.name}/{parsed.version}"
+    return f"{root}/{parsed.name}@{parsed.alias or 'prod'}"
+
+
+def _use_s3_endpoint(endpoint: str | None) -> None:
+    # S3 registries build their boto3 client from STRATO_S3_ENDPOINT when they first need it.
+    if endpoint:
+        os.environ["STRATO_S3_ENDPOINT"] = endpoint
+
+
 @app.command("package")
 def package(
     source: Annotated[
@@ -106,6 +147,7 @@ def package(
         "model.tar.gz"
     ),
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the SageMaker `model.tar.gz` for a bundle (extracted to /opt/ml/model).
@@ -116,6 +158,7 @@ def package(
 
     from strato_lambda.packaging import open_bundle, sagemaker_archive
 
+    _use_s3_endpoint(s3_endpoint)
     bundle = open_bundle(source, registry)
     with Progress(transient=True, disable=as_json) as progress:
         task = progress.add_task(f"packing {bundle.ref}", total=len(bundle.manifest.artifacts))
@@ -139,6 +182,7 @@ def params(
         str, typer.Argument(help="NAME, NAME:VERSION (pinned) or NAME@ALIAS (followed).")
     ],
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     prefix: Annotated[
         str, typer.Option(help="Where the registry lives in the stack's model bucket.")
     ] = "registry",
@@ -157,6 +201,7 @@ def params(
     """
     from strato_lambda.packaging import sam_parameters
 
+    _use_s3_endpoint(s3_endpoint)
     result = sam_parameters(
         ref,
         registry=registry,

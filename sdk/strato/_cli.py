@@ -5,6 +5,7 @@ imports none of them (and no torch, onnxruntime or boto3) until a command runs.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -12,9 +13,17 @@ from typing import Annotated, Any
 
 import typer
 
-from ._cli_options import JsonOpt, RegistryOpt, fail, print_json, registry_option
+from ._cli_options import (
+    JsonOpt,
+    RegistryOpt,
+    S3EndpointOpt,
+    console,
+    fail,
+    print_json,
+    registry_option,
+)
 from ._cli_trust import register as _register_trust_commands
-from ._errors import StratoError
+from ._errors import ConfigError, StratoError
 
 __all__ = ["app", "main", "print_json", "registry_option"]
 
@@ -50,19 +59,30 @@ models_app = typer.Typer(help="List, inspect, promote and roll back models in a 
 app.add_typer(models_app, name="models")
 
 
-def _registry(root: str | None) -> Any:
-    from ._registry import Registry
+def _registry(root: str | None, s3_endpoint: str | None = None) -> Any:
+    from ._registry import Registry, default_registry_root
 
-    return Registry(root)
+    url = default_registry_root(root)
+    if not url.startswith("s3://"):
+        if not Path(url).is_dir():
+            raise ConfigError(f"registry folder {url} does not exist")
+        return Registry(url)
+    if not s3_endpoint:
+        return Registry(url)
+    import boto3
+
+    return Registry(url, s3_client=boto3.client("s3", endpoint_url=s3_endpoint))
 
 
 @models_app.command("ls")
-def models_ls(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+def models_ls(
+    registry: RegistryOpt = None, s3_endpoint: S3EndpointOpt = None, as_json: JsonOpt = False
+) -> None:
     """List models, their versions and aliases.
 
     Example: strato models ls --registry .strato/registry
     """
-    reg = _registry(registry)
+    reg = _registry(registry, s3_endpoint)
     rows = [
         {"name": name, "versions": reg.versions(name), "aliases": reg.aliases(name)}
         for name in reg.models()
@@ -70,27 +90,27 @@ def models_ls(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("model", "versions", "aliases", title=f"registry {reg.url}")
     for row in rows:
         aliases = ", ".join(f"{a}→{v}" for a, v in row["aliases"].items())
         table.add_row(row["name"], ", ".join(row["versions"]), aliases or "-")
-    Console().print(table)
+    console().print(table)
 
 
 @models_app.command("show")
 def models_show(
     ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS.")],
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a version's manifest: signature, artifacts, metrics, calibration.
 
     Example: strato models show digits-mlp@prod
     """
-    manifest = _registry(registry).manifest(ref).to_dict()
+    manifest = _registry(registry, s3_endpoint).manifest(ref).to_dict()
     if as_json:
         print_json(manifest)
         return
@@ -116,12 +136,13 @@ def models_promote(
     ref: Annotated[str, typer.Argument(help="NAME:VERSION to point the alias at.")],
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "prod",
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
 ) -> None:
     """Point an alias (default `prod`) at a version.
 
     Example: strato models promote digits-mlp:2 --alias prod
     """
-    reg = _registry(registry)
+    reg = _registry(registry, s3_endpoint)
     resolved = reg.resolve(ref)
     assert resolved.version is not None
     reg.promote(resolved.name, resolved.version, alias)
@@ -133,12 +154,13 @@ def models_rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
     alias: Annotated[str, typer.Option(help="Alias to move back.")] = "prod",
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
 ) -> None:
     """Point an alias back at the version it named before.
 
     Example: strato models rollback digits-mlp --alias prod
     """
-    version = _registry(registry).rollback(name, alias)
+    version = _registry(registry, s3_endpoint).rollback(name, alias)
     typer.echo(f"{name}@{alias} → {version}")
 
 
@@ -147,15 +169,18 @@ def load_array(path: Path) -> Any:
     import numpy as np
 
     if not path.is_file():
-        raise StratoError(f"input file {path} does not exist")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            return archive[archive.files[0]]
-    if path.suffix == ".json":
+        raise ConfigError(f"input file {path} does not exist")
+    if path.suffix not in (".npy", ".npz", ".json"):
+        raise ConfigError(f"{path}: expected a .npy, .npz or .json file")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return archive[archive.files[0]]
         return np.asarray(json.loads(path.read_text()), dtype=np.float32)
-    raise StratoError(f"{path}: expected a .npy, .npz or .json file")
+    except (OSError, ValueError, EOFError, IndexError) as exc:
+        raise ConfigError(f"cannot read {path} as {path.suffix[1:]}: {exc}") from None
 
 
 @app.command("predict")
@@ -230,9 +255,33 @@ _register_trust_commands(models_app)
 _load_plugins()
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for an exception no command translated: what failed, never a traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main() -> None:
+    """The console script: exit 0 when the work is done, 1 when it failed, 2 for a usage error
+    (click's own, and `ConfigError`: a setting that cannot work). No traceback unless
+    STRATO_DEBUG=1."""
     try:
         app()
-    except StratoError as exc:
+    except ConfigError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
+    except StratoError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("STRATO_DEBUG"):
+            raise
+        typer.secho(
+            f"error: {_describe(exc)} (STRATO_DEBUG=1 shows the traceback)", fg="red", err=True
+        )
+        sys.exit(1)

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["JsonOpt", "RegistryOpt", "fail", "print_json", "registry_option"]
+__all__ = [
+    "JsonOpt",
+    "RegistryOpt",
+    "S3EndpointOpt",
+    "console",
+    "default_registry",
+    "fail",
+    "print_json",
+    "registry_option",
+]
 
 RegistryOpt = Annotated[
     str | None,
@@ -24,6 +33,15 @@ RegistryOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+S3EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-endpoint",
+        help="S3 endpoint URL for s3:// registries (MinIO, moto, a VPC endpoint).",
+        envvar="STRATO_S3_ENDPOINT",
+        show_default=False,
+    ),
+]
 registry_option = RegistryOpt
 
 
@@ -34,3 +52,19 @@ def print_json(value: Any) -> None:
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(code)
+
+
+def default_registry(explicit: str | None = None) -> str:
+    """The registry a command means: `--registry`, else `STRATO_REGISTRY`, else the default."""
+    from ._registry import default_registry_root
+
+    return default_registry_root(explicit)
+
+
+def console() -> Any:
+    """A rich Console for tables: the terminal's width, or unlimited when piped (rich would
+    cut every line at 80 columns, and scripts read these)."""
+    from rich.console import Console
+
+    found = Console()
+    return found if found.is_terminal else Console(width=100_000, soft_wrap=True)

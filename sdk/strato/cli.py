@@ -8,6 +8,24 @@ Importing this module loads typer only.
 
 from __future__ import annotations
 
-from ._cli_options import JsonOpt, RegistryOpt, fail, print_json, registry_option
+from ._cli_options import (
+    JsonOpt,
+    RegistryOpt,
+    S3EndpointOpt,
+    console,
+    default_registry,
+    fail,
+    print_json,
+    registry_option,
+)
 
-__all__ = ["JsonOpt", "RegistryOpt", "fail", "print_json", "registry_option"]
+__all__ = [
+    "JsonOpt",
+    "RegistryOpt",
+    "S3EndpointOpt",
+    "console",
+    "default_registry",
+    "fail",
+    "print_json",
+    "registry_option",
+]

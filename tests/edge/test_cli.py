@@ -124,7 +124,7 @@ def test_models_predict_bench_status_against_a_running_server(
 def test_client_commands_report_http_errors(served_registry):
     url, _ = served_registry
     result = runner.invoke(app, ["edge", "predict", "nope", "--url", url])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # the server refused the work: 1, not a usage error
     assert "404" in result.output
 
 
