@@ -1,52 +1,67 @@
-"""`Edge`: Open Inference Protocol v2 over HTTP (httpx, keep-alive) to the device daemon.
+"""`Edge`: Open Inference Protocol v2 to the device daemon over lean keep-alive HTTP/1.1.
 
-The same OIP-over-HTTP code serves the Lambda HTTP API (`Lambda(http_url=...)`), which adds a
-SigV4 signature. httpx errors and HTTP statuses are translated at one boundary (`translating`,
-`raise_for_status`) into strato's error tree, so the router sees only `TransportError` (go
-elsewhere) or `InferenceError` (the request is wrong; never re-route).
+`Edge` and `AsyncEdge` speak through `strato._http11` (raw sockets, TCP or a Unix domain
+socket), not a general-purpose HTTP client: on a device the client library was two thirds
+of an edge call. `OipHttp` (httpx) remains for the Lambda HTTP API, which adds TLS to a
+remote front, proxies and a SigV4 signature. Failures are translated at one boundary per
+client (`translating`, `translating_wire`, `error_for_status`) into strato's error tree, so
+the router sees only `TransportError` (go elsewhere) or `InferenceError` (never re-route).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from strato._codec import HEADER_LENGTH, header_length_from
+from strato._errors import Timeout, Unavailable
+from strato._http11 import Endpoint, Http11Pool, ProtocolError
 
-from strato._codec import HEADER_LENGTH, decode_response, encode_request, header_length_from, loads
-from strato._errors import (
-    ConfigError,
-    InvalidInput,
-    ModelNotFound,
-    StratoError,
-    Throttled,
-    Timeout,
-    Unavailable,
+from ._oip import (
+    PRECISION_HEADER,
+    VERSION_HEADER,
+    Signer,
+    error_for_status,
+    infer_path,
+    message_of,
+    metadata_from,
+    metadata_path,
+    request_parts,
+    response_from,
 )
-from strato._messages import InferRequest, InferResponse
-
 from .base import AsyncTransport, Transport
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import httpx
+
+    from strato._http11 import Http11Response
+    from strato._http11_async import AsyncHttp11Pool
+    from strato._messages import InferRequest, InferResponse
+
 __all__ = [
+    "PRECISION_HEADER",
+    "VERSION_HEADER",
     "AsyncEdge",
     "Edge",
     "OipHttp",
+    "Signer",
     "error_for_status",
+    "metadata_from",
     "raise_for_status",
     "response_from",
     "translating",
+    "translating_wire",
 ]
-
-VERSION_HEADER = "X-Strato-Model-Version"
-PRECISION_HEADER = "X-Strato-Precision"
-# Signs one request: (method, url, headers, body) -> headers to send (SigV4 for the HTTP API).
-Signer = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
 
 
 @contextmanager
 def translating(backend: str, timeout: float | None) -> Iterator[None]:
     """httpx's failures as strato's: timeouts → `Timeout`, anything on the wire → `Unavailable`."""
+    import httpx
+
     try:
         yield
     except httpx.TimeoutException as exc:
@@ -55,99 +70,24 @@ def translating(backend: str, timeout: float | None) -> Iterator[None]:
         raise Unavailable(f"{backend}: {exc!r}", backend=backend) from exc
 
 
-def error_for_status(status: int, message: str, backend: str) -> StratoError:
-    """The strato error for an HTTP (or envelope) status that is not a success."""
-    text = f"{backend} answered {status}: {message}"
-    if status in (400, 413, 422):
-        return InvalidInput(text)
-    if status == 404:
-        return ModelNotFound(text)
-    if status == 429:
-        return Throttled(text, backend=backend)
-    if status in (408, 504):
-        return Timeout(text, backend=backend)
-    if status in (401, 403):
-        return ConfigError(f"{text} (check the token or credentials)")
-    if status >= 500:
-        return Unavailable(text, backend=backend)
-    return InvalidInput(text)
-
-
-def _message(content: bytes) -> str:
+@contextmanager
+def translating_wire(backend: str, timeout: float | None) -> Iterator[None]:
+    """Socket failures as strato's: timeouts → `Timeout`, refused/reset/garbage → `Unavailable`."""
     try:
-        body = loads(content)
-    except InvalidInput:
-        return content[:200].decode("utf-8", "replace")
-    if isinstance(body, dict):
-        return str(body.get("error") or body.get("message") or body)
-    return str(body)
+        yield
+    except TimeoutError as exc:  # socket.timeout and asyncio's timeouts are TimeoutError
+        raise Timeout(f"{backend}: no answer within {timeout}s ({exc!r})", backend=backend) from exc
+    except (OSError, ProtocolError) as exc:
+        raise Unavailable(f"{backend}: {exc!r}", backend=backend) from exc
 
 
 def raise_for_status(response: httpx.Response, backend: str) -> None:
     if response.status_code >= 300:
-        raise error_for_status(response.status_code, _message(response.content), backend)
-
-
-def response_from(
-    content: bytes,
-    header_length: int | None,
-    request: InferRequest,
-    served_by: str,
-    headers: httpx.Headers | None = None,
-) -> InferResponse:
-    """Decode an OIP response body; a body the codec refuses is the backend's fault."""
-    try:
-        decoded = decode_response(content, header_length=header_length)
-    except InvalidInput as exc:
-        raise Unavailable(
-            f"{served_by} sent a malformed response: {exc}", backend=served_by
-        ) from exc
-    version = decoded.model_version
-    precision = decoded.parameters.get("precision")
-    if headers is not None:
-        version = headers.get(VERSION_HEADER) or version
-        precision = headers.get(PRECISION_HEADER) or precision
-    return InferResponse(
-        decoded.outputs,
-        decoded.model_name or request.model,
-        version,
-        decoded.id,
-        served_by,
-        precision,
-        decoded.parameters,
-    )
-
-
-def _infer_path(model: str, version: str | None) -> str:
-    if version is None:
-        return f"/v2/models/{model}/infer"
-    return f"/v2/models/{model}/versions/{version}/infer"
-
-
-def _body(request: InferRequest, binary: bool) -> tuple[bytes, dict[str, str]]:
-    body, header_length = encode_request(
-        request.inputs,
-        binary=binary,
-        outputs=request.outputs,
-        binary_outputs=binary,
-        id=request.id,
-        parameters=request.parameters or None,
-    )
-    if header_length is None:
-        return body, {"content-type": "application/json"}
-    return body, {"content-type": "application/octet-stream", HEADER_LENGTH: str(header_length)}
-
-
-def metadata_from(body: bytes | str, backend: str) -> dict[str, Any]:
-    """OIP model metadata from a response body; a tier answering anything else is broken."""
-    metadata = loads(body)
-    if not isinstance(metadata, dict):
-        raise Unavailable(f"{backend}: model metadata is not a JSON object", backend=backend)
-    return metadata
+        raise error_for_status(response.status_code, message_of(response.content), backend)
 
 
 class OipHttp(Transport):
-    """OIP v2 over HTTP with keep-alive; `Edge` and the Lambda HTTP API are this with a name."""
+    """OIP v2 over httpx with keep-alive: the Lambda HTTP API (TLS, proxies, SigV4)."""
 
     name = "oip-http"
     tier = "edge"
@@ -166,6 +106,8 @@ class OipHttp(Transport):
         client: httpx.Client | None = None,
         max_connections: int = 32,
     ) -> None:
+        import httpx
+
         self.url = url.rstrip("/")
         self.binary = binary
         self.timeout = timeout
@@ -179,7 +121,6 @@ class OipHttp(Transport):
         self._client = client or httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, limits=limits
         )
-        self._paths: dict[tuple[str, str | None], str] = {}
 
     def _send(
         self, method: str, path: str, body: bytes, headers: dict[str, str], timeout: float
@@ -192,11 +133,15 @@ class OipHttp(Transport):
             )
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
-        key = (request.model, request.version)
-        path = self._paths.get(key)
-        if path is None:
-            path = self._paths[key] = _infer_path(*key)
-        body, headers = _body(request, self.binary)
+        parts, _, header_length = request_parts(request, self.binary)
+        body = b"".join(parts)
+        headers = {"content-type": "application/json"}
+        if header_length is not None:
+            headers = {
+                "content-type": "application/octet-stream",
+                HEADER_LENGTH: str(header_length),
+            }
+        path = infer_path(request.model, request.version)
         response = self._send("POST", path, body, headers, timeout or self.timeout)
         raise_for_status(response, self.name)
         return response_from(
@@ -208,8 +153,7 @@ class OipHttp(Transport):
         )
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
-        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
-        response = self._send("GET", path, b"", {}, self.timeout)
+        response = self._send("GET", metadata_path(model, version), b"", {}, self.timeout)
         raise_for_status(response, self.name)
         return metadata_from(response.content, self.name)
 
@@ -220,23 +164,74 @@ class OipHttp(Transport):
         return f"{type(self).__name__}({self.url!r}, name={self.name!r}, tier={self.tier!r})"
 
 
-class Edge(OipHttp):
+class _EdgeWire:
+    """What `Edge` and `AsyncEdge` share: the endpoint and the request heads, built once."""
+
+    name = "edge"
+    tier = "edge"
+    payload_limit = 8 * 1024 * 1024
+
+    def _setup(
+        self, url: str, token: str | None, binary: bool, timeout: float, name: str | None,
+        tier: str | None,
+    ) -> None:  # fmt: skip
+        self.url = url.rstrip("/")
+        self.endpoint = Endpoint.parse(self.url)
+        self.binary = binary
+        self.timeout = timeout
+        self.name = name or self.name
+        self.tier = tier or self.tier
+        auth = f"authorization: Bearer {token}\r\n" if token else ""
+        self._common = f"host: {self.endpoint.authority}\r\n{auth}"
+        self._heads: dict[tuple[str, str | None], bytes] = {}
+
+    def _post_head(self, request: InferRequest) -> bytes:
+        """`POST …/infer` up to its per-call headers; one string format per call after the first."""
+        key = (request.model, request.version)
+        head = self._heads.get(key)
+        if head is None:
+            path = self.endpoint.prefix + infer_path(*key)
+            head = self._heads[key] = f"POST {path} HTTP/1.1\r\n{self._common}".encode("latin-1")
+        return head
+
+    def _infer_parts(self, request: InferRequest) -> list[bytes | memoryview]:
+        parts, size, header_length = request_parts(request, self.binary)
+        if header_length is None:
+            tail = f"content-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+        else:
+            tail = (
+                f"content-type: application/octet-stream\r\n"
+                f"{HEADER_LENGTH}: {header_length}\r\ncontent-length: {size}\r\n\r\n"
+            )
+        return [self._post_head(request) + tail.encode("latin-1"), *parts]
+
+    def _get_parts(self, path: str) -> list[bytes | memoryview]:
+        return [f"GET {self.endpoint.prefix}{path} HTTP/1.1\r\n{self._common}\r\n".encode()]
+
+    def _answer(self, response: Http11Response, request: InferRequest) -> InferResponse:
+        if response.status >= 300:
+            raise error_for_status(response.status, message_of(response.body), self.name)
+        headers = response.headers
+        return response_from(
+            response.body, header_length_from(headers), request, self.name, headers
+        )
+
+    def _metadata(self, response: Http11Response) -> dict[str, Any]:
+        if response.status >= 300:
+            raise error_for_status(response.status, message_of(response.body), self.name)
+        return metadata_from(response.body, self.name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, name={self.name!r}, tier={self.tier!r})"
+
+
+class Edge(_EdgeWire, Transport):
     """The device daemon (`strato edge serve`), binary tensors by default.
+
+    `url` is `http://host:port` or `unix:///run/strato.sock` (`strato edge serve --uds`).
 
     >>> client = Client(edge=Edge("http://127.0.0.1:8000", token="..."), cloud=Lambda("strato-infer"))
     """
-
-    name = "edge"
-    tier = "edge"
-    payload_limit = 8 * 1024 * 1024
-
-
-class AsyncEdge(AsyncTransport):
-    """The async twin of `Edge` (httpx.AsyncClient)."""
-
-    name = "edge"
-    tier = "edge"
-    payload_limit = 8 * 1024 * 1024
 
     def __init__(
         self,
@@ -247,47 +242,66 @@ class AsyncEdge(AsyncTransport):
         timeout: float = 10.0,
         name: str | None = None,
         tier: str | None = None,
-        client: httpx.AsyncClient | None = None,
+        max_connections: int = 32,
+    ) -> None:
+        self._setup(url, token, binary, timeout, name, tier)
+        self._pool = Http11Pool(self.endpoint, max_idle=max_connections)
+
+    def _exchange(self, parts: list[bytes | memoryview], timeout: float) -> Http11Response:
+        with translating_wire(self.name, timeout):
+            return self._pool.request(parts, time.monotonic() + timeout)
+
+    def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        timeout = timeout or self.timeout
+        return self._answer(self._exchange(self._infer_parts(request), timeout), request)
+
+    def raw(self, method: str, path: str, body: bytes = b"", timeout: float | None = None) -> Any:
+        """One request to `path` on the daemon: (status, lower-cased headers, body)."""
+        timeout = timeout or self.timeout
+        head = f"{method} {self.endpoint.prefix}{path} HTTP/1.1\r\n{self._common}"
+        if body or method == "POST":
+            head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        response = self._exchange([f"{head}\r\n".encode(), body], timeout)
+        return response.status, response.headers, response.body
+
+    def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        response = self._exchange(self._get_parts(metadata_path(model, version)), self.timeout)
+        return self._metadata(response)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class AsyncEdge(_EdgeWire, AsyncTransport):
+    """The async twin of `Edge` (asyncio streams, TCP or `unix:///path`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        binary: bool = True,
+        timeout: float = 10.0,
+        name: str | None = None,
+        tier: str | None = None,
         max_connections: int = 64,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.binary = binary
-        self.timeout = timeout
-        self.name = name or self.name
-        self.tier = tier or self.tier
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._client = client or httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=timeout, limits=limits
-        )
+        from strato._http11_async import AsyncHttp11Pool
+
+        self._setup(url, token, binary, timeout, name, tier)
+        self._pool: AsyncHttp11Pool = AsyncHttp11Pool(self.endpoint, max_idle=max_connections)
+
+    async def _exchange(self, parts: list[bytes | memoryview], timeout: float) -> Http11Response:
+        with translating_wire(self.name, timeout):
+            return await self._pool.request(parts, timeout)
 
     async def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
-        body, headers = _body(request, self.binary)
         timeout = timeout or self.timeout
-        with translating(self.name, timeout):
-            response = await self._client.post(
-                _infer_path(request.model, request.version),
-                content=body,
-                headers=headers,
-                timeout=timeout,
-            )
-        raise_for_status(response, self.name)
-        return response_from(
-            response.content,
-            header_length_from(response.headers),
-            request,
-            self.name,
-            response.headers,
-        )
+        return self._answer(await self._exchange(self._infer_parts(request), timeout), request)
 
     async def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
-        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
-        with translating(self.name, self.timeout):
-            response = await self._client.get(path)
-        raise_for_status(response, self.name)
-        return metadata_from(response.content, self.name)
+        parts = self._get_parts(metadata_path(model, version))
+        return self._metadata(await self._exchange(parts, self.timeout))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
