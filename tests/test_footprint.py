@@ -77,18 +77,21 @@ def test_the_installed_strato_command_helps() -> None:
 
 
 def test_import_strato_loads_no_http_or_asyncio_until_used():
-    """Edge/Lambda/AsyncClient load httpx and asyncio on first use, not on `import strato`."""
+    """Lambda/AsyncClient load httpx and asyncio on first use, not on `import strato`; `Edge`
+    speaks its own lean HTTP/1.1 and never loads httpx."""
     import subprocess
     import sys
 
     code = (
         "import sys, strato\n"
         "print(sorted(m for m in ('httpx', 'asyncio', 'boto3') if m in sys.modules))\n"
-        "strato.Edge\n"
+        "strato.Edge('http://127.0.0.1:1').close()\n"
+        "print('httpx' in sys.modules)\n"
+        "strato.Lambda(http_url='http://127.0.0.1:1')\n"
         "print('httpx' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split("\n")[:2] == ["[]", "True"]
+    assert out.stdout.split("\n")[:3] == ["[]", "False", "True"]
 
 
 def test_every_cli_module_imports_on_its_own():
