@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato import InvalidInput
-from strato._tensors import validate_inputs
+from strato import InvalidInput, ModelUnavailable
+from strato.serving import validate_inputs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,6 +44,11 @@ class _Pending:
     rows: int
     key: tuple[tuple[str, str, tuple[int, ...]], ...]
     future: asyncio.Future[Tensors]
+
+
+def _rows(array: np.ndarray[Any, Any]) -> int:
+    """Rows of a request on axis 0; a 0-d tensor counts as one (the engine refuses it)."""
+    return int(array.shape[0]) if array.ndim else 1
 
 
 def _batch_axis_dynamic(engine: Engine) -> bool:
@@ -95,7 +100,7 @@ class Batcher:
         return await pending.future
 
     def _pending(self, inputs: Tensors) -> _Pending:
-        rows = {array.shape[0] for array in inputs.values()}
+        rows = {_rows(array) for array in inputs.values()}
         if len(rows) != 1:
             raise InvalidInput(f"inputs disagree on the batch size (axis 0): {sorted(rows)}")
         key = tuple(sorted((name, a.dtype.str, tuple(a.shape[1:])) for name, a in inputs.items()))
@@ -136,7 +141,7 @@ class Batcher:
         )
 
     async def _run_engine(self, inputs: Tensors) -> Tensors:
-        rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        rows = _rows(next(iter(inputs.values()))) if inputs else 0
         if self.inline(rows):
             outputs = self._timed_infer(inputs, rows)
         else:
@@ -254,5 +259,7 @@ class Batcher:
                 await task
         for pending in self._queue:
             if not pending.future.done():
-                pending.future.set_exception(RuntimeError("the model was unloaded"))
+                pending.future.set_exception(
+                    ModelUnavailable("the model was unloaded while the request waited")
+                )
         self._queue.clear()

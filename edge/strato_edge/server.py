@@ -1,7 +1,9 @@
 """The edge daemon's HTTP surface: Open Inference Protocol v2, SageMaker hosting, /metrics.
 
 Bare Starlette (a pydantic layer halves throughput, see FACTS.md). Every body goes through
-`strato._codec`; every client mistake is a 4xx `{"error": ...}`, never a 500.
+`strato.serving` (decode, encode, the error → status mapping), like the Lambda handler's; every
+client mistake is a 4xx `{"error": ...}`, never a 500. Bodies over `DECODE_INLINE_BYTES` are
+decoded in a thread, so one huge request never stalls the event loop for the others.
 """
 
 from __future__ import annotations
@@ -19,15 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Route
-from strato import BundleError, InferenceError
-from strato._codec import (
-    HEADER_LENGTH,
-    SAGEMAKER_BINARY,
-    decode_request,
-    dumps,
-    encode_response,
-    header_length_from,
-)
+from strato import InvalidInput, ModelNotFound, PayloadTooLarge, Timeout, Unauthorized, serving
 
 from strato_edge.metrics import Metrics
 from strato_edge.store import ModelStore
@@ -40,7 +34,7 @@ if TYPE_CHECKING:
     from strato_edge.config import ServeConfig
     from strato_edge.store import ServedModel
 
-__all__ = ["EdgeServer", "HttpError", "create_app"]
+__all__ = ["DECODE_INLINE_BYTES", "EdgeServer", "create_app"]
 
 log = logging.getLogger("strato.edge.server")
 
@@ -48,19 +42,17 @@ _T = TypeVar("_T")
 SAGEMAKER_TARGET = "x-amzn-sagemaker-target-model"
 MODEL_VERSION = "X-Strato-Model-Version"
 PRECISION = "X-Strato-Precision"
+DECODE_INLINE_BYTES = 256 << 10  # bigger bodies decode off the event loop
 
 
 async def _with_deadline(work: Coroutine[Any, Any, _T], seconds: float) -> _T:
-    if sys.version_info >= (3, 11):  # asyncio.timeout spares wait_for's extra task
-        async with asyncio.timeout(seconds):
-            return await work
-    return await asyncio.wait_for(work, seconds)
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    try:
+        if sys.version_info >= (3, 11):  # asyncio.timeout spares wait_for's extra task
+            async with asyncio.timeout(seconds):
+                return await work
+        return await asyncio.wait_for(work, seconds)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
+        raise Timeout(f"the request ran past its deadline of {seconds:g} s") from None
 
 
 def _header_map(request: Request) -> dict[str, str]:
@@ -69,20 +61,14 @@ def _header_map(request: Request) -> dict[str, str]:
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(value), status, headers, media_type="application/json")
+    return Response(serving.dumps(value), status, headers, media_type="application/json")
 
 
-def _status_of(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, HttpError):
-        return exc.status, str(exc)
-    if isinstance(exc, InferenceError):
-        return exc.status_code, str(exc)
-    if isinstance(exc, asyncio.TimeoutError):
-        return 504, "the request ran past its deadline"
-    if isinstance(exc, BundleError):
-        return 503, f"the model cannot be loaded: {exc}"
-    log.exception("unexpected error", exc_info=exc)
-    return 500, f"internal error: {type(exc).__name__}"
+def _error(exc: BaseException) -> Response:
+    status, document = serving.error_answer(exc)
+    if status == 500:
+        log.error("unexpected error", exc_info=exc)
+    return _json(document, status)
 
 
 class EdgeServer:
@@ -101,21 +87,21 @@ class EdgeServer:
             return
         scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
-            raise HttpError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+            raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>)")
 
     async def _body(self, request: Request, headers: dict[str, str]) -> bytes:
         limit = self.config.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise HttpError(400, f"Content-Length must be an integer, got {declared!r}")
+                raise InvalidInput(f"Content-Length must be an integer, got {declared!r}")
             if int(declared) > limit:
-                raise HttpError(413, f"body of {declared} bytes exceeds the limit of {limit}")
+                raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:  # counted too: a chunked body has no Content-Length
-                raise HttpError(413, f"body exceeds the limit of {limit} bytes")
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -127,8 +113,7 @@ class EdgeServer:
                 self._authorize(_header_map(request))
                 return await handler(request)
             except Exception as exc:
-                status, message = _status_of(exc)
-                return _json({"error": message}, status)
+                return _error(exc)
 
         return route
 
@@ -174,7 +159,9 @@ class EdgeServer:
     # --- inference -----------------------------------------------------------------------
     async def _served(self, request: Request) -> ServedModel:
         params = request.path_params
-        return await self.store.get(params["model"], params.get("version"))
+        name, version = params["model"], params.get("version")
+        serving.check_model_name(name, version)  # `..` and friends never reach the disk
+        return await self.store.get(name, version)
 
     @staticmethod
     def _model_headers(served: ServedModel) -> dict[str, str]:
@@ -202,8 +189,7 @@ class EdgeServer:
             label = served.name
             response = await self._infer(request, headers, served, sagemaker=sagemaker)
         except Exception as exc:
-            status, message = _status_of(exc)
-            response = _json({"error": message}, status)
+            response = _error(exc)
         self.metrics.request(label, response.status_code, time.perf_counter() - started)
         return response
 
@@ -213,37 +199,34 @@ class EdgeServer:
         if target:
             name = target.removesuffix(".tar.gz")
             name, _, version = name.replace("/", ":").partition(":")
+            serving.check_model_name(name, version or None)
             return await self.store.get(name, version or None)
         if len(served) != 1:
-            raise HttpError(
-                400 if served else 404,
+            message = (
                 f"{len(served)} models are served ({sorted(served)}); name one in the "
-                "X-Amzn-SageMaker-Target-Model header",
+                "X-Amzn-SageMaker-Target-Model header"
             )
+            raise InvalidInput(message) if served else ModelNotFound(message)
         return await self.store.get(next(iter(served)))
 
     async def _infer(
         self, request: Request, headers: dict[str, str], served: ServedModel, *, sagemaker: bool
     ) -> Response:
         body = await self._body(request, headers)
-        decoded = decode_request(body, header_length=header_length_from(headers))
+        if len(body) > DECODE_INLINE_BYTES:
+            decoded = await asyncio.to_thread(serving.decode, body, headers)
+        else:
+            decoded = serving.decode(body, headers)
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
-        outputs, binary = decoded.select(outputs)
-        payload, header_length = encode_response(
-            outputs,
-            model_name=served.name,
-            model_version=served.version,
-            id=decoded.id,
-            binary=binary,
+        answer = serving.encode(
+            decoded, outputs, model_name=served.name, model_version=served.version
         )
-        headers = self._model_headers(served)
-        if header_length is None:
-            return Response(payload, 200, headers, media_type="application/json")
-        if sagemaker:
-            media = f"{SAGEMAKER_BINARY};json-header-size={header_length}"
-            return Response(payload, 200, headers, media_type=media)
-        headers[HEADER_LENGTH] = str(header_length)
-        return Response(payload, 200, headers, media_type="application/octet-stream")
+        answer_headers = self._model_headers(served)
+        if answer.header_length is not None and not sagemaker:
+            answer_headers[serving.HEADER_LENGTH] = str(answer.header_length)
+        return Response(
+            answer.body, 200, answer_headers, media_type=answer.media_type(sagemaker=sagemaker)
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
     @contextlib.asynccontextmanager

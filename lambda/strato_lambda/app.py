@@ -5,30 +5,39 @@ Two ways in, one model:
 - API Gateway HTTP API (payload format 2.0) → Powertools' `APIGatewayHttpResolver` serving the
   Open Inference Protocol v2 routes (JSON, or binary tensors with a base64 body) and `POST /predict`
   (`strato_lambda.http_api`, imported on the first HTTP event).
-- A direct `lambda.invoke` with strato's envelope (`strato._envelope`) → the same OIP bytes,
-  base64 inside JSON; the SDK's `Lambda` transport speaks this.
+- A direct `lambda.invoke` with strato's envelope (`strato.serving.decode_envelope`) → the same
+  OIP bytes, base64 inside JSON; the SDK's `Lambda` transport speaks this.
 
 Powertools: Logger (structured JSON, correlation id = the API request id or the envelope id),
 Tracer (only built in Lambda without `POWERTOOLS_TRACE_DISABLED=true`: no X-Ray daemon needed
-elsewhere), Metrics (EMF: InferenceLatency, ColdStart, ModelLoadTime, Errors by ErrorType). Errors: 400/404/413 with
-`{"error": ...}`; anything unexpected is logged with its stack and answered 500 with the request
-id only.
+elsewhere), Metrics (EMF: InferenceLatency, ColdStart, ModelLoadTime, Errors by ErrorType).
+Errors: statuses from `strato.serving.status_of` with `{"error": ...}`; an event of neither shape
+(or an HTTP event missing what API Gateway always sends) is a 400; anything unexpected is
+logged with its stack and answered 500 with the request id only. Shared state (settings,
+Powertools objects, the model) lives in `strato_lambda.function`.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from strato import InferenceError, InvalidInput, TransportError
-from strato._envelope import ENVELOPE_VERSION, is_envelope, pack, unpack
+from aws_lambda_powertools.metrics import MetricUnit
+from strato import serving
 
-from strato_lambda.service import ModelService
-from strato_lambda.settings import Settings
+from strato_lambda.function import (
+    configure,
+    count_error,
+    error_answer,
+    logger,
+    metrics,
+    record_latency,
+    service,
+    settings,
+    tracer,
+    tracing_enabled,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,89 +55,84 @@ __all__ = [
     "tracing_enabled",
 ]
 
-_settings = Settings.resolve()
 
-
-def tracing_enabled() -> bool:
-    """Powertools' own rule (in Lambda, not SAM local, not disabled), decided before building one:
-    the X-Ray SDK costs ~0.25 s of cold start to import, so without tracing it is never imported.
-    """
-    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() in ("1", "true", "yes", "on")
-    in_lambda = bool(os.environ.get("LAMBDA_TASK_ROOT")) and not os.environ.get("AWS_SAM_LOCAL")
-    return in_lambda and not disabled
-
-
-logger = Logger(service=_settings.service)
-tracer = Tracer(service=_settings.service) if tracing_enabled() else None
-metrics = Metrics(namespace=_settings.namespace, service=_settings.service)
-_service: ModelService | None = None
-
-
-def configure(
-    settings: Settings | None = None, *, s3_client: Any = None, load: bool = True
-) -> ModelService:
-    """Point the handler at a model (the emulator and tests call this; Lambda uses the env)."""
-    global _service
-    _service = ModelService(settings or Settings.resolve(), s3_client=s3_client)
-    if load and _service.settings.model_uri:
-        _service.try_load()
-    return _service
-
-
-def service() -> ModelService:
-    return _service if _service is not None else configure()
-
-
-def count_error(kind: str) -> None:
-    with single_metric(
-        name="Errors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
-    ) as metric:
-        metric.add_dimension(name="ErrorType", value=kind)
-
-
-def record_latency(started: float) -> None:
-    metrics.add_metric(
-        name="InferenceLatency",
-        unit=MetricUnit.Milliseconds,
-        value=(time.perf_counter() - started) * 1000,
-    )
+def _error_answer(exc: BaseException, context: LambdaContext) -> tuple[int, str]:
+    status, document = error_answer(exc, context.aws_request_id)
+    return status, document["error"]
 
 
 # --- direct invoke ----------------------------------------------------------------------
-def _error_envelope(status: int, message: str) -> dict[str, Any]:
-    return {"strato": ENVELOPE_VERSION, "status": status, "error": message}
-
-
 def _direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """An envelope in, an envelope out: never raises, like the HTTP routes."""
     started = time.perf_counter()
     try:
-        model, version = event.get("model"), event.get("version")
-        if not isinstance(model, str) or not model:
-            raise InvalidInput("envelope has no 'model'")
-        if version is not None and not isinstance(version, str):
-            raise InvalidInput("envelope 'version' must be a string or null")
-        body, header_length = unpack(event)
-        result = service().infer(model, version, body, header_length)
-        answer = pack(
-            result.body,
-            result.header_length,
-            status=200,
-            model_name=result.model_name,
-            model_version=result.model_version,
-            precision=result.precision,
+        request = serving.decode_envelope(event)
+        result = service().infer(
+            request.model, request.version, request.body, request.header_length
         )
-    except InferenceError as exc:
-        count_error(type(exc).__name__)
-        return _error_envelope(exc.status_code, str(exc))
-    except TransportError as exc:
-        count_error(type(exc).__name__)
-        return _error_envelope(503, str(exc))
-    except Exception:
-        count_error("Internal")
-        logger.exception("unhandled error", extra={"request_id": context.aws_request_id})
-        return _error_envelope(500, f"internal error (request id {context.aws_request_id})")
+        answer = result.answer.envelope(precision=result.precision)
+    except Exception as exc:
+        return serving.error_envelope(*_error_answer(exc, context))
     record_latency(started)
+    return answer
+
+
+# --- API Gateway HTTP API ---------------------------------------------------------------
+def _http_event_problem(event: dict[str, Any]) -> str | None:
+    """What an HTTP API (2.0) event lacks that API Gateway always sends; None if it is whole."""
+    context = event.get("requestContext")
+    if not isinstance(context, dict):
+        return "requestContext is missing"
+    http = context.get("http")
+    if not isinstance(http, dict):
+        return "requestContext.http is missing"
+    if not isinstance(http.get("method"), str) or not isinstance(http.get("path"), str):
+        return "requestContext.http needs a string method and path"
+    if not isinstance(context.get("stage", "$default"), str):
+        return "requestContext.stage must be a string"
+    if not isinstance(event.get("rawPath", ""), str):
+        return "rawPath must be a string"
+    if event.get("body") is not None and not isinstance(event["body"], str):
+        return f"body must be a string, got {type(event['body']).__name__}"
+    if not isinstance(event.get("isBase64Encoded", False), bool):
+        return "isBase64Encoded must be a boolean"
+    headers = event.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
+    ):
+        return "headers must map names to strings"
+    query = event.get("queryStringParameters")
+    if query is not None and not (
+        isinstance(query, dict) and all(isinstance(v, str) for v in query.values())
+    ):
+        return "queryStringParameters must map names to strings"
+    if not isinstance(event.get("cookies", []), list):
+        return "cookies must be a list"
+    return None
+
+
+def _http_error(status: int, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": serving.dumps({"error": message}).decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def _http(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    problem = _http_event_problem(event)
+    if problem is not None:
+        count_error("MalformedEvent")
+        return _http_error(400, f"malformed API Gateway HTTP API (2.0) event: {problem}")
+    # The resolver (and Powertools' event_handler package) loads on the first HTTP event:
+    # direct invokes, the SDK's path, never pay for importing it.
+    from strato_lambda.http_api import resolver
+
+    try:
+        answer: dict[str, Any] = resolver.resolve(event, context)
+    except Exception as exc:  # the resolver's own handlers answer strato errors
+        return _http_error(*_error_answer(exc, context))
     return answer
 
 
@@ -150,20 +154,18 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(
             name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=load_seconds * 1000
         )
-    if is_envelope(event):
+    if serving.is_envelope(event):
         logger.set_correlation_id(str(event.get("id") or context.aws_request_id))
         return _direct(event, context)
     if isinstance(event, dict) and isinstance(event.get("requestContext"), dict):
         logger.set_correlation_id(
             str(event["requestContext"].get("requestId") or context.aws_request_id)
         )
-        # The resolver (and Powertools' event_handler package) loads on the first HTTP event:
-        # direct invokes, the SDK's path, never pay for importing it.
-        from strato_lambda.http_api import resolver
-
-        return resolver.resolve(event, context)
+        return _http(event, context)
     count_error("UnknownEvent")
-    return _error_envelope(400, "not an API Gateway HTTP API (2.0) event nor a strato envelope")
+    return serving.error_envelope(
+        400, "not an API Gateway HTTP API (2.0) event nor a strato envelope"
+    )
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -176,5 +178,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 # Load at init (Lambda's init phase runs at full CPU and before the first request's clock).
-if _settings.model_uri:
-    configure(_settings)
+if settings.model_uri:
+    configure(settings)

@@ -1,7 +1,8 @@
 """The HTTP API face of the function: Powertools' `APIGatewayHttpResolver` with the Open Inference
 Protocol v2 routes (JSON, or binary tensors in a base64 body) and `POST /predict`.
 
-Imported by `strato_lambda.app` on the first API Gateway event only.
+Imported by `strato_lambda.app` on the first API Gateway event only; both take the function's
+shared state from `strato_lambda.function`. Error statuses come from `strato.serving.status_of`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from typing import Any
 
 import strato
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from strato import InferenceError, InvalidInput, TransportError
-from strato._codec import HEADER_LENGTH, dumps, header_length_from
+from strato import InvalidInput, serving
 
-from strato_lambda.app import count_error, logger, record_latency, service
+from strato_lambda.function import error_answer, record_latency, service
 
 __all__ = ["resolver"]
 
@@ -23,7 +23,7 @@ resolver = APIGatewayHttpResolver()
 
 
 def _json(status: int, value: Any) -> Response[Any]:
-    return Response(status, "application/json", dumps(value).decode())
+    return Response(status, "application/json", serving.dumps(value).decode())
 
 
 def _request_id() -> str:
@@ -108,35 +108,22 @@ def _infer(model: str, version: str | None) -> Response[Any]:
     headers = dict(resolver.current_event.headers or {})
     body = _body()
     service().check_size(len(body))
-    result = service().infer(model, version, body, header_length_from(headers))
+    result = service().infer(model, version, body, serving.header_length_from(headers))
     record_latency(started)
-    if result.header_length is None:
-        return Response(200, "application/json", result.body.decode())
+    answer = result.answer
+    if answer.header_length is None:
+        return Response(200, answer.media_type(), answer.body.decode())
     return Response(
         200,
-        "application/octet-stream",
-        result.body,  # bytes: Powertools sends them base64-encoded with isBase64Encoded
-        headers={HEADER_LENGTH: str(result.header_length)},
+        answer.media_type(),
+        answer.body,  # bytes: Powertools sends them base64-encoded with isBase64Encoded
+        headers={serving.HEADER_LENGTH: str(answer.header_length)},
     )
 
 
-@resolver.exception_handler(InferenceError)  # type: ignore[untyped-decorator]
-def _inference_error(exc: InferenceError) -> Response[Any]:
-    count_error(type(exc).__name__)
-    return _json(exc.status_code, {"error": str(exc)})
-
-
-@resolver.exception_handler(TransportError)  # type: ignore[untyped-decorator]
-def _unavailable(exc: TransportError) -> Response[Any]:
-    count_error(type(exc).__name__)
-    return _json(503, {"error": str(exc)})
-
-
 @resolver.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def _internal_error(exc: Exception) -> Response[Any]:
-    count_error("Internal")
-    logger.exception("unhandled error", extra={"request_id": _request_id()})
-    return _json(500, {"error": f"internal error (request id {_request_id()})"})
+def _error(exc: Exception) -> Response[Any]:
+    return _json(*error_answer(exc, _request_id()))
 
 
 @resolver.not_found

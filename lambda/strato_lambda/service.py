@@ -13,39 +13,49 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato import InferenceError, InvalidInput, ModelNotFound, StratoError, Unavailable
-from strato._codec import decode_request, encode_response, loads
+from strato import (
+    InvalidInput,
+    ModelNotFound,
+    ModelUnavailable,
+    PayloadTooLarge,
+    StratoError,
+    serving,
+)
 
 from strato_lambda.loader import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from strato_lambda.settings import Settings
 
+# ModelUnavailable and PayloadTooLarge live in strato's error tree; named here for old imports.
 __all__ = ["InferResult", "ModelService", "ModelUnavailable", "PayloadTooLarge"]
 
 RETRY_SECONDS = 5.0  # between load attempts after a failure
 
 
-class PayloadTooLarge(InferenceError):
-    """A request (or its response) is over the synchronous-invoke payload limit."""
-
-    status_code = 413
-
-
-class ModelUnavailable(Unavailable):
-    """The configured model could not be loaded (yet)."""
-
-    status_code = 503
-
-
 @dataclass(frozen=True, slots=True)
 class InferResult:
-    body: bytes
-    header_length: int | None
-    model_name: str
-    model_version: str
+    """One answered inference: the encoded answer, the engine's precision, its run time."""
+
+    answer: serving.Answer
     precision: str
     seconds: float
+
+    @property
+    def body(self) -> bytes:
+        return self.answer.body
+
+    @property
+    def header_length(self) -> int | None:
+        return self.answer.header_length
+
+    @property
+    def model_name(self) -> str:
+        return self.answer.model_name
+
+    @property
+    def model_version(self) -> str:
+        return self.answer.model_version
 
 
 class ModelService:
@@ -123,27 +133,25 @@ class ModelService:
         """One OIP v2 inference: request body in, response body out (binary where asked)."""
         self.check_size(len(body))
         model = self.model_for(name, version)
-        request = decode_request(body, header_length=header_length)
+        request = serving.decode(body, header_length=header_length)
         started = time.perf_counter()
-        outputs = model.engine.infer(request.inputs)
+        outputs = serving.run(model.engine, request)
         seconds = time.perf_counter() - started
-        outputs, binary = request.select(outputs)
         precision = model.engine.precision
-        payload, length = encode_response(
+        answer = serving.encode(
+            request,
             outputs,
             model_name=model.name,
             model_version=model.version,
-            id=request.id,
-            binary=binary,
             parameters={"precision": precision},
         )
-        self.check_size(len(payload), "response")
-        return InferResult(payload, length, model.name, model.version, precision, seconds)
+        self.check_size(len(answer.body), "response")
+        return InferResult(answer, precision, seconds)
 
     def predict(self, body: bytes) -> dict[str, Any]:
         """`POST /predict`: `{"inputs": [[...], ...]}` (or `{"model": ..., "inputs": ...}`)."""
         self.check_size(len(body))
-        document = loads(body)
+        document = serving.loads(body)
         if not isinstance(document, dict) or "inputs" not in document:
             raise InvalidInput('the body must be a JSON object like {"inputs": [[...]]}')
         model = self.model_for(str(document.get("model") or self.load().name))

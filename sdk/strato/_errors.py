@@ -5,13 +5,17 @@ this tree::
 
     StratoError
     ├── ConfigError
+    │   └── Unauthorized               (401: missing or wrong token)
     ├── TransportError                 (routing falls back on these)
     │   ├── Unavailable
+    │   │   └── ModelUnavailable       (503: the server's model is not loaded, yet)
     │   ├── Timeout
     │   └── Throttled
     ├── InferenceError                 (never retried, never re-routed)
     │   ├── InvalidInput
+    │   │   └── PayloadTooLarge        (413)
     │   └── ModelNotFound
+    ├── EngineError                    (503: the engine failed on a valid request)
     ├── BundleError
     │   ├── IntegrityError
     │   ├── SignatureError
@@ -26,19 +30,23 @@ from __future__ import annotations
 __all__ = [
     "BundleError",
     "ConfigError",
+    "EngineError",
     "EngineMismatch",
     "ExportError",
     "InferenceError",
     "IntegrityError",
     "InvalidInput",
     "ModelNotFound",
+    "ModelUnavailable",
     "ParityError",
+    "PayloadTooLarge",
     "QuantizationError",
     "SignatureError",
     "StratoError",
     "Throttled",
     "Timeout",
     "TransportError",
+    "Unauthorized",
     "Unavailable",
 ]
 
@@ -51,6 +59,12 @@ class ConfigError(StratoError):
     """A setting, flag or environment variable is missing or invalid."""
 
 
+class Unauthorized(ConfigError):
+    """A server refused the call: the bearer token is missing or wrong (HTTP 401)."""
+
+    status_code = 401
+
+
 class TransportError(StratoError):
     """A backend could not be reached or did not answer in time: safe to retry elsewhere."""
 
@@ -61,6 +75,12 @@ class TransportError(StratoError):
 
 class Unavailable(TransportError):
     """Connection refused, reset, DNS failure, 5xx."""
+
+
+class ModelUnavailable(Unavailable):
+    """A server's model could not be loaded (yet): it answers 503 until it can."""
+
+    status_code = 503
 
 
 class Timeout(TransportError):
@@ -83,10 +103,24 @@ class InvalidInput(InferenceError):
     status_code = 400
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request (or its answer) is over the body or payload limit (HTTP 413)."""
+
+    status_code = 413
+
+
 class ModelNotFound(InferenceError):
     """No such model, version or alias."""
 
     status_code = 404
+
+
+class EngineError(StratoError):
+    """The engine failed to run a request that passed validation: out of memory, a provider
+    (CUDA, TensorRT) failure. The request is not at fault, so this is no `InferenceError`:
+    servers answer 503 and clients see `Unavailable`, which routing may fail over."""
+
+    status_code = 503
 
 
 class BundleError(StratoError):

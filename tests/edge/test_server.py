@@ -152,3 +152,17 @@ def test_strato_client_through_the_edge_transport(tiny_registry, edge_server, di
     assert pred.served_by == "edge"
     assert (pred.model_name, pred.model_version, pred.precision) == ("tiny", "1", "fp32")
     np.testing.assert_allclose(pred.outputs["logits"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_engine_out_of_memory_is_503_not_400(tmp_path, edge_server):
+    """ONNX Runtime failing to allocate on a valid request is the server's fault (503)."""
+    from support import build_oom_bundle
+
+    server = edge_server(build_oom_bundle(tmp_path / "oom").root)
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1] * 4}]}
+    with server.client() as http:
+        response = http.post("/v2/models/oom/infer", json=body)
+        assert response.status_code == 503, response.text
+        assert "ONNX Runtime failed" in response.json()["error"]
+        assert "/onnxruntime_src" not in response.text
+        assert http.get("/v2/health/ready").status_code == 200

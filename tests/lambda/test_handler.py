@@ -217,3 +217,48 @@ def test_import_loads_no_torch() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_engine_out_of_memory_is_503(
+    root_helpers: Any, event: Any, lambda_context: Any, tmp_path: Any
+) -> None:
+    from strato_lambda import app
+    from strato_lambda.settings import Settings
+
+    bundle = root_helpers.build_oom_bundle(tmp_path / "oom", name="tiny")
+    app.configure(Settings.resolve(model_uri=str(bundle.root)))
+    try:
+        request = event("http_infer_json")
+        request["body"] = json.dumps(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1] * 4}]}
+        )
+        response = app.handler(request, lambda_context)
+        assert response["statusCode"] == 503, response["body"]
+        assert "ONNX Runtime failed" in _json_body(response)["error"]
+        body, length = encode_request({"input": np.ones((1, 4), np.float32)})
+        direct = app.handler(pack(body, length, model="tiny", version=None), lambda_context)
+        assert direct["status"] == 503
+    finally:
+        app.configure(Settings.resolve(model_uri=""), load=False)
+
+
+def test_app_and_http_api_do_not_import_each_other() -> None:
+    """The HTTP face and the handler share `strato_lambda.function`, not each other."""
+    import ast
+    from pathlib import Path
+
+    import strato_lambda
+
+    package = Path(strato_lambda.__file__).parent
+    for module, other in (("http_api", "strato_lambda.app"), ("function", "strato_lambda.app")):
+        tree = ast.parse((package / f"{module}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        assert other not in imported, f"{module} imports {other}"
+    code = "import strato_lambda.http_api, sys; print('strato_lambda.app' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

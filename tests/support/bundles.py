@@ -67,3 +67,47 @@ def build_tiny_bundle(
         opset=17,
         calibration={"temperature": 1.0, "cascade_threshold": 0.8},
     )
+
+
+def write_oom_onnx(path: Path) -> None:
+    """y = x + sum(zeros(4 Mi x 4 Mi x rows)): a valid request makes ONNX Runtime allocate
+    64 TiB. The shape comes from the input's shape, so no constant folding happens at load."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Shape", ["input"], ["shape"]),
+        helper.make_node("Mul", ["shape", "big"], ["huge"]),
+        helper.make_node(
+            "ConstantOfShape",
+            ["huge"],
+            ["zeros"],
+            value=numpy_helper.from_array(np.array([0], np.float32)),
+        ),
+        helper.make_node("ReduceSum", ["zeros"], ["total"], keepdims=0),
+        helper.make_node("Add", ["input", "total"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "oom",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array([1 << 22, 1 << 22], np.int64), "big")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def build_oom_bundle(root: Path, *, name: str = "oom", version: str = "1") -> Bundle:
+    root.mkdir(parents=True, exist_ok=True)
+    write_oom_onnx(root / "model.onnx")
+    return make_bundle(
+        root,
+        name=name,
+        version=version,
+        inputs=[TensorSpec("input", "FP32", (-1, 4))],
+        outputs=[TensorSpec("output", "FP32", (-1, 4))],
+        artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
+        opset=17,
+    )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
-from strato._errors import BundleError, InvalidInput
+from strato._errors import BundleError, EngineError, InvalidInput
 
 from .base import Engine
 
@@ -20,6 +21,23 @@ if TYPE_CHECKING:
 __all__ = ["PROVIDER_ORDER", "OnnxRuntimeEngine", "available_providers"]
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+# What ONNX Runtime says when the engine, not the request, failed: memory, a provider, CUDA.
+_ENGINE_FAULT = re.compile(
+    r"failed to allocate|bad_alloc|out of memory|\bcuda|cudnn|cublas|tensorrt|execution provider",
+    re.IGNORECASE,
+)
+
+
+def run_error(exc: Exception, ref: str) -> InvalidInput | EngineError:
+    """ONNX Runtime's failure in `run` as strato's error: the engine's own fault (allocation,
+    provider) is an `EngineError`; anything else is the input (a shape the graph refuses)."""
+    kind = type(exc).__name__
+    if isinstance(exc, MemoryError) or kind in ("EPFail", "NotImplemented"):
+        return EngineError(f"{ref}: ONNX Runtime failed ({kind}): {exc}")
+    if kind != "InvalidArgument" and _ENGINE_FAULT.search(str(exc)):
+        return EngineError(f"{ref}: ONNX Runtime failed ({kind}): {exc}")
+    return InvalidInput(f"{ref}: ONNX Runtime rejected the input: {exc}")
 
 
 def available_providers() -> list[str]:
@@ -90,10 +108,8 @@ class OnnxRuntimeEngine(Engine):
             spec.check(array)
         try:
             results = self._session.run(self._output_names, inputs)
-        except Exception as exc:  # shape errors inside the graph are the caller's input
-            raise InvalidInput(
-                f"{self.bundle.ref}: ONNX Runtime rejected the input: {exc}"
-            ) from exc
+        except Exception as exc:  # ORT's exception types are not importable lazily
+            raise run_error(exc, self.bundle.ref) from exc
         return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:
