@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import policies
 from ._breaker import BreakerConfig
-from ._bundle import Artifact, Bundle, Manifest
+from ._bundle import Artifact, Bundle, Manifest, make_bundle
 from ._client import Classification, Client, Prediction
 from ._errors import (
     BundleError,
     ConfigError,
+    DatasetError,
     EngineError,
     EngineMismatch,
     ExportError,
@@ -54,6 +55,7 @@ __all__ = [
     "Classification",
     "Client",
     "ConfigError",
+    "DatasetError",
     "Edge",
     "EngineError",
     "EngineMismatch",
@@ -87,6 +89,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "__version__",
+    "make_bundle",
     "policies",
 ]
 

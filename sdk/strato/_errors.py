@@ -5,6 +5,7 @@ this tree::
 
     StratoError
     ├── ConfigError
+    │   ├── DatasetError
     │   └── Unauthorized               (401: missing or wrong token)
     ├── TransportError                 (routing falls back on these)
     │   ├── Unavailable
@@ -30,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "BundleError",
     "ConfigError",
+    "DatasetError",
     "EngineError",
     "EngineMismatch",
     "ExportError",
@@ -57,6 +59,10 @@ class StratoError(Exception):
 
 class ConfigError(StratoError):
     """A setting, flag or environment variable is missing or invalid."""
+
+
+class DatasetError(ConfigError):
+    """A dataset spec points at nothing, or at files in a format strato cannot read."""
 
 
 class Unauthorized(ConfigError):

@@ -21,6 +21,7 @@ def test_exported_names():
         "Classification",
         "Client",
         "ConfigError",
+        "DatasetError",
         "Edge",
         "EngineError",
         "EngineMismatch",
@@ -54,6 +55,7 @@ def test_exported_names():
         "Unauthorized",
         "Unavailable",
         "__version__",
+        "make_bundle",
         "policies",
     }
     assert set(policies.__all__) == {

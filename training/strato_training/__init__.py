@@ -4,6 +4,7 @@ parity gate, calibration, quantization, TensorRT compile, publish.
 Each pipeline step is a plain function with typed inputs and outputs::
 
     from strato_training import TrainConfig, train, export_onnx, check_parity, load_dataset
+    from strato_training import ImportConfig, import_onnx, import_module   # any model in
     from strato_training.evaluate import evaluate      # (the modules `evaluate` and `publish`
     from strato_training.publish import publish        #  share their step's name)
 
@@ -19,6 +20,9 @@ __all__ = [
     "Dataset",
     "EvalReport",
     "ExportConfig",
+    "ImportConfig",
+    "ParityResult",
+    "Preprocessing",
     "PublishConfig",
     "QuickstartContext",
     "TrainConfig",
@@ -26,6 +30,8 @@ __all__ = [
     "check_parity",
     "evaluate_logits",
     "export_onnx",
+    "import_module",
+    "import_onnx",
     "load_dataset",
     "load_run",
     "run_quickstart",
@@ -41,6 +47,11 @@ _HOMES = {
     "export_onnx": "export",
     "check_parity": "export",
     "PublishConfig": "publish",
+    "ImportConfig": "importer",
+    "import_module": "importer",
+    "import_onnx": "importer",
+    "ParityResult": "parity",
+    "Preprocessing": "graph",
     "QuickstartContext": "pipeline",
     "run_quickstart": "pipeline",
     "TrainConfig": "trainer",

@@ -290,6 +290,9 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
     app.command("publish")(publish_command)
     app.command("quickstart")(quickstart_command)
+    from strato_training.cli_import import import_command
+
+    app.command("import")(import_command)
 
 
 def _print_routing(routing: dict[str, Any], console: Any) -> None:

@@ -1,12 +1,14 @@
 """Datasets for training: scikit-learn's digits, MNIST IDX files, `.npz` arrays, image folders.
 
-Every loader returns the same `Dataset`: float32 images in [0, 1] shaped (N, 1, 28, 28) and
-int64 labels, split into train / validation / test. Specs::
+Every loader returns the same `Dataset`: float32 samples and int64 labels, split into
+train / validation / test. Images are (N, C, H, W) in [0, 1] (grayscale 28x28 unless
+`image_size` / `channels` say otherwise); tabular rows (N, F) are kept exactly as given
+(never rescaled or clipped). Specs::
 
     digits              scikit-learn's embedded 8x8 digits, resized to 28x28 (no download)
     mnist:DIR           IDX files (train-images-idx3-ubyte, ... optionally .gz) in DIR
-    npz:PATH            a .npz with arrays `x` (N, H, W) or (N, C, H, W) and `y` (N,)
-    folder:DIR          one subfolder per class, images read with Pillow as 28x28 grayscale
+    npz:PATH            a .npz with `y` (N,) and `x` (N, F) rows, (N, H, W) or (N, C, H, W) images
+    folder:DIR          one subfolder per class, images read with Pillow (RGB when channels=3)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from strato import ConfigError
+from strato import DatasetError
 
 __all__ = [
     "Dataset",
@@ -33,13 +35,9 @@ IMAGE_SIDE = 28
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff", ".webp"}
 
 
-class DatasetError(ConfigError):
-    """A dataset spec points at nothing, or at files in a format strato cannot read."""
-
-
 @dataclass(frozen=True)
 class Split:
-    """One split: `x` float32 (N, 1, 28, 28) in [0, 1], `y` int64 (N,)."""
+    """One split: `x` float32 (N, ...) samples, `y` int64 (N,) class indices."""
 
     x: np.ndarray[Any, Any]
     y: np.ndarray[Any, Any]
@@ -137,9 +135,24 @@ def stratified_split(
 
 
 def load_dataset(
-    spec: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
+    spec: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> Dataset:
-    """Load `spec` (see the module docstring) and split it; `DatasetError` says what was expected."""
+    """Load `spec` (see the module docstring) and split it; `DatasetError` says what was expected.
+
+    `image_size` (side in pixels) and `channels` (1 grayscale, 3 RGB) shape image datasets;
+    unset, images become 1x28x28 as the reference models expect. Tabular data ignores both.
+    """
+    if image_size is not None and not 4 <= image_size <= 4096:
+        raise DatasetError(f"image_size must be between 4 and 4096, got {image_size}")
+    if channels not in (None, 1, 3):
+        raise DatasetError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    shape = _ImageShape(image_size or IMAGE_SIDE, channels or 1)
     kind, _, location = spec.partition(":")
     if kind == "digits" and not location:
         name, images, targets, labels = "digits", *_digits()
@@ -148,13 +161,13 @@ def load_dataset(
     elif kind == "npz" and location:
         name, images, targets, labels = f"npz:{location}", *_npz(Path(location))
     elif kind == "folder" and location:
-        name, images, targets, labels = f"folder:{location}", *_folder(Path(location))
+        name, images, targets, labels = f"folder:{location}", *_folder(Path(location), shape)
     else:
         raise DatasetError(
             f"unknown dataset spec {spec!r}; expected 'digits', 'mnist:DIR', 'npz:PATH' "
             "or 'folder:DIR'"
         )
-    x = _as_images(images)
+    x = _as_features(images) if images.ndim == 2 else _as_images(images, shape)
     y = targets.astype(np.int64)
     train, val, test = stratified_split(
         y, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
@@ -168,25 +181,53 @@ def load_dataset(
     )
 
 
-def _as_images(images: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """(N, H, W) or (N, 1, H, W) of any range → float32 (N, 1, 28, 28) in [0, 1]."""
-    if images.ndim == 4:
-        if images.shape[1] != 1:
-            raise DatasetError(
-                f"images shaped {images.shape}: expected one grayscale channel (N, 1, H, W)"
-            )
-        images = images[:, 0]
-    if images.ndim != 3:
-        raise DatasetError(f"images shaped {images.shape}: expected (N, H, W) or (N, 1, H, W)")
+@dataclass(frozen=True)
+class _ImageShape:
+    side: int
+    channels: int
+
+
+def _as_features(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Tabular (N, F) rows as float32, values untouched (negatives stay negative)."""
+    if not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
+        raise DatasetError(f"tabular x must be numeric, got {rows.dtype}")
+    x = rows.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DatasetError("tabular x contains NaN or Inf")
+    return x
+
+
+def _as_images(images: np.ndarray[Any, Any], shape: _ImageShape) -> np.ndarray[Any, Any]:
+    """(N, H, W) or (N, C, H, W) → float32 (N, channels, side, side); integer pixels / 255,
+    float pixels above 1 scaled so the brightest is 1 (nothing is clipped)."""
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise DatasetError(
+            f"x shaped {images.shape}: expected (N, F) rows, (N, H, W) or (N, C, H, W) images"
+        )
+    if images.shape[1] not in (1, 3):
+        raise DatasetError(
+            f"images shaped {images.shape}: expected 1 or 3 channels on axis 1 (N, C, H, W)"
+        )
     if np.issubdtype(images.dtype, np.integer):
         images = images.astype(np.float32) / 255.0
     images = images.astype(np.float32)
-    peak = float(images.max()) if images.size else 1.0
+    peak = float(np.abs(images).max()) if images.size else 1.0
     if peak > 1.0:  # float pixels in some other range: scale the brightest to 1
         images = images / peak
-    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        images = resize_images(images)
-    return np.clip(images, 0.0, 1.0)[:, None, :, :]
+    if images.shape[1] != shape.channels:
+        images = (
+            images.mean(axis=1, keepdims=True)
+            if shape.channels == 1
+            else np.repeat(images, shape.channels, axis=1)
+        )
+    if images.shape[2:] != (shape.side, shape.side):
+        n, c, h, w = images.shape
+        images = resize_images(images.reshape(n * c, h, w), shape.side).reshape(
+            n, c, shape.side, shape.side
+        )
+    return np.ascontiguousarray(images, np.float32)
 
 
 def _digits() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[str, ...]]:
@@ -264,7 +305,8 @@ def _npz(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files or "y" not in archive.files:
                 raise DatasetError(
-                    f"{path} has arrays {archive.files}; expected 'x' (images) and 'y' (labels)"
+                    f"{path} has arrays {archive.files}; expected 'x' (rows or images) and "
+                    "'y' (labels)"
                 )
             x, y = archive["x"], archive["y"]
     except (OSError, ValueError) as exc:
@@ -278,7 +320,7 @@ def _npz(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[
 
 
 def _folder(
-    directory: Path,
+    directory: Path, shape: _ImageShape
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[str, ...]]:
     if not directory.is_dir():
         raise DatasetError(f"image folder {directory} does not exist")
@@ -298,10 +340,11 @@ def _folder(
                 continue
             try:
                 with Image.open(file) as image:
-                    gray = image.convert("L").resize(
-                        (IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.BILINEAR
+                    pixels = image.convert("RGB" if shape.channels == 3 else "L").resize(
+                        (shape.side, shape.side), Image.Resampling.BILINEAR
                     )
-                    images.append(np.asarray(gray, np.float32) / 255.0)
+                    array = np.asarray(pixels, np.float32) / 255.0
+                    images.append(array.transpose(2, 0, 1) if array.ndim == 3 else array[None])
             except (OSError, UnidentifiedImageError) as exc:
                 raise DatasetError(f"{file} is not a readable image: {exc}") from exc
             targets.append(index)

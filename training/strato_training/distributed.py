@@ -26,19 +26,13 @@ from strato import StratoError
 from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 from torch.nn.parallel import DistributedDataParallel
 
+from strato_training.loop import check_model, fit, warn_if_tiny
 from strato_training.models import build_model
-from strato_training.trainer import (
-    TrainResult,
-    dataset_for,
-    fit,
-    load_run,
-    resolve_device,
-    save_run,
-)
+from strato_training.runs import TrainResult, dataset_for, load_run, resolve_device, save_run
 
 if TYPE_CHECKING:
     from strato_training.data import Dataset
-    from strato_training.trainer import TrainConfig
+    from strato_training.runs import TrainConfig
 
 __all__ = ["TORCHRUN_EXAMPLE", "launched_by_torchrun", "train_distributed"]
 
@@ -68,7 +62,11 @@ def train_distributed(
         return _torchrun_rank(config, out_dir, progress)
     # Fail fast, in this process, on a bad dataset or model spec before spawning anything.
     dataset = dataset or dataset_for(config)
-    build_model(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    model = build_model(
+        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
+    )
+    check_model(model, dataset, config, device=torch.device("cpu"))
+    warn_if_tiny(dataset, config)
     resolve_device(config.device)
     run_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="strato-ddp-"))
     store = tempfile.mkdtemp(prefix="strato-rendezvous-")

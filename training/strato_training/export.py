@@ -37,6 +37,7 @@ __all__ = [
     "ParityReport",
     "check_parity",
     "export_onnx",
+    "quiet_exporter",
 ]
 
 ONNX_MODEL = "model.onnx"
@@ -135,7 +136,8 @@ def export_onnx(
 
 
 @contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
+    """Exporter logs and warnings off; anything it prints goes to stderr."""
     # The exporter logs every torchvision op it skips and warns about its own deprecations.
     for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -154,7 +156,7 @@ def _torch_export(
         if dynamo
         else {"dynamic_axes": {config.input_name: {0: "batch"}, config.output_name: {0: "batch"}}}
     )
-    with _quiet_exporter():
+    with quiet_exporter():
         torch.onnx.export(
             model,
             (example,),

@@ -1,6 +1,7 @@
 """Model specs: the reference MLP, a small CNN, or any `nn.Module` given as `module:attr`.
 
-mlp               784-128-ReLU-10, the classic Keras MNIST example
+mlp               flatten-128-ReLU-classes (784-128-10 on 28x28 digits, the Keras MNIST example;
+                  any input shape, tabular rows included)
 cnn               two 3x3 conv blocks (8 and 16 channels) and a linear head
 pkg.module:attr   an nn.Module instance, or a class / factory called with no arguments
                   (or with `num_classes=` when it accepts that keyword)
@@ -62,6 +63,8 @@ BUILTIN_MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": SmallCNN}
 
 def build_model(spec: str, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The model a spec names, with fresh weights (seed torch first for reproducible ones)."""
+    if spec == "mlp":
+        return MLP(input_shape, num_classes)
     if spec in BUILTIN_MODELS:
         if len(input_shape) != 3:
             raise ConfigError(
