@@ -19,9 +19,9 @@ import any_models
 import numpy as np
 import pytest
 import torch
-from sdk_servers import Proc, cloud_emulator, edge_server, free_port
 from strato import Client, Edge, Lambda, Local, Registry
 from strato_training import ImportConfig, Preprocessing, import_module, import_onnx
+from support.servers import Proc, cloud_emulator, edge_server, free_port
 
 pytestmark = pytest.mark.timeout(600)
 
