@@ -46,6 +46,7 @@ __all__ = [
 HEADER_LENGTH = "Inference-Header-Content-Length"
 SAGEMAKER_BINARY = "application/vnd.sagemaker-triton.binary+json"
 MAX_ELEMENTS = 1 << 26  # 64 Mi elements per tensor: bigger shapes are refused before allocating
+MAX_RANK = 32  # numpy refuses more than 64 axes; no model takes more than a handful
 _JSON_SIZE = re.compile(r"json-header-size\s*=\s*(\d+)")
 
 
@@ -138,9 +139,12 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) for d in raw
     ):
         raise InvalidInput(f"tensor {name!r}: shape must be a list of integers, got {raw!r}")
+    if len(raw) > MAX_RANK:
+        raise InvalidInput(f"tensor {name!r}: {len(raw)} dimensions, more than {MAX_RANK}")
     if any(d < 0 for d in raw):
         raise InvalidInput(f"tensor {name!r}: shape {raw} has a negative dimension")
-    if math.prod(raw) > MAX_ELEMENTS:
+    # Each axis on its own too: [0, 2**63] holds no element but overflows numpy's shape.
+    if any(d > MAX_ELEMENTS for d in raw) or math.prod(raw) > MAX_ELEMENTS:
         raise InvalidInput(f"tensor {name!r}: shape {raw} exceeds {MAX_ELEMENTS} elements")
     return tuple(raw)
 

@@ -134,3 +134,41 @@ def test_deadline_gives_504(tiny_registry, edge_server, digit_batch):
         )
     assert response.status_code == 504
     assert "deadline" in response.json()["error"]
+
+
+def _binary_header_only(shape):
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": shape,
+                    "parameters": {"binary_data_size": 0},
+                }
+            ]
+        }
+    ).encode()
+    return header, {HEADER_LENGTH: str(len(header))}
+
+
+MALFORMED = {  # each was a 500 with an exception name before the fix
+    "0-d tensor": (_with(shape=[], data=[0.5]), {}),
+    "zero times 2**63": (_with(shape=[0, 2**63], data=[]), {}),
+    "zero times 2**62 squared": (_with(shape=[0, 2**62, 2**62], data=[]), {}),
+    "70 axes": (_with(shape=[1] * 70, data=[0.5]), {}),
+    "binary zero times 2**63": _binary_header_only([0, 2**63]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_shapes_get_400_without_internals(tiny_server, case, tmp_path):
+    body, headers = MALFORMED[case]
+    with tiny_server.client() as http:
+        for path in ("/v2/models/tiny/infer", "/invocations"):
+            response = http.post(path, content=body, headers=headers)
+            assert response.status_code == 400, (path, response.text)
+            error = response.json()["error"]
+            assert "Traceback" not in error and "internal" not in error
+            assert str(tmp_path) not in response.text
+        assert http.get("/v2/health/ready").status_code == 200

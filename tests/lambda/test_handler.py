@@ -262,3 +262,82 @@ def test_app_and_http_api_do_not_import_each_other() -> None:
     code = "import strato_lambda.http_api, sys; print('strato_lambda.app' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _without_http(request: dict[str, Any]) -> None:
+    del request["requestContext"]["http"]
+
+
+def _without_stage(request: dict[str, Any]) -> None:
+    del request["requestContext"]["stage"]
+
+
+def _numeric_body(request: dict[str, Any]) -> None:
+    request["body"] = 12345
+
+
+def _dict_body(request: dict[str, Any]) -> None:
+    request["body"] = {"inputs": []}
+
+
+def _list_headers(request: dict[str, Any]) -> None:
+    request["headers"] = ["content-type"]
+
+
+def _numeric_header(request: dict[str, Any]) -> None:
+    request["headers"]["content-length"] = 5
+
+
+def _huge_zero_shape(request: dict[str, Any]) -> None:
+    request["body"] = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [0, 2**63], "data": []}]}
+    )
+
+
+def _zero_d(request: dict[str, Any]) -> None:
+    request["body"] = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [], "data": [0.5]}]}
+    )
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        _without_http,
+        _without_stage,
+        _numeric_body,
+        _dict_body,
+        _list_headers,
+        _numeric_header,
+        _huge_zero_shape,
+        _zero_d,
+    ],
+)
+def test_malformed_http_events_get_4xx_json_without_stack(
+    function: Any, event: Any, lambda_context: Any, spoil: Any, tiny_bundle: Bundle
+) -> None:
+    request = event("http_infer_json")
+    spoil(request)
+    response = function.handler(request, lambda_context)
+    assert 400 <= response["statusCode"] < 500, response
+    error = _json_body(response)["error"]
+    assert "Traceback" not in error and "internal" not in error
+    assert str(tiny_bundle.root) not in response["body"] and ".py" not in response["body"]
+    assert function.handler(event("http_infer_json"), lambda_context)["statusCode"] == 200
+
+
+def test_huge_zero_shape_in_an_envelope_is_400(function: Any, lambda_context: Any) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [0, 2**63],
+                    "parameters": {"binary_data_size": 0},
+                }
+            ]
+        }
+    ).encode()
+    answer = function.handler(pack(header, len(header), model="tiny", version=None), lambda_context)
+    assert answer["status"] == 400 and "exceeds" in answer["error"]
