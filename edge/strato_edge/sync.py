@@ -8,7 +8,6 @@ version. The store keeps the newest `keep` versions plus any an alias names.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -61,15 +60,10 @@ class PullResult:
 
 
 def open_source(root: str, *, s3_endpoint: str | None = None) -> Registry:
-    """A registry to pull from; `s3://` gets a boto3 client (at `s3_endpoint` if given)."""
-    if not root.startswith("s3://"):
-        if not Path(root).is_dir():
-            raise ConfigError(f"registry folder {root} does not exist")
-        return Registry(root)
-    import boto3
-
-    endpoint = s3_endpoint or os.environ.get("STRATO_S3_ENDPOINT") or None
-    return Registry(root, s3_client=boto3.client("s3", endpoint_url=endpoint))
+    """A registry to pull from; `s3://` talks to `s3_endpoint` (default: `STRATO_S3_ENDPOINT`)."""
+    if not root.startswith("s3://") and not Path(root).is_dir():
+        raise ConfigError(f"registry folder {root} does not exist")
+    return Registry(root, s3_endpoint=s3_endpoint)
 
 
 def pull(

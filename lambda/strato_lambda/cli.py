@@ -61,7 +61,7 @@ def local(
     s3_endpoint: Annotated[
         str | None,
         typer.Option(
-            envvar="STRATO_S3_ENDPOINT", help="S3 endpoint for s3:// models (moto, MinIO)."
+            help="S3 endpoint for s3:// models (moto, MinIO); default: STRATO_S3_ENDPOINT."
         ),
     ] = None,
     memory: Annotated[int, typer.Option(help="Memory size the context reports, MB.")] = 1024,

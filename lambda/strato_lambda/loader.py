@@ -7,32 +7,37 @@
 - a folder registry reference ``DIR/NAME@ALIAS``, ``DIR/NAME:VERSION`` or ``DIR/NAME`` (newest)
 
 S3 models are fetched with `GetObject` alone (the function's role may read the model prefix and
-nothing else, so no `ListBucket`): the alias document names the version, the manifest names the
-artifacts, every sha256 is checked in a staging folder before one rename publishes it.
+nothing else, so no `ListBucket`) by `Registry.open`, i.e. strato's one staged download: the
+alias document names the version; the manifest's signature (when `STRATO_TRUSTED_KEYS` is set),
+identity and artifact paths are checked before one byte is written; every sha256 is checked in a
+staging folder before one rename publishes it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strato import ConfigError, ModelNotFound
-from strato._bundle import MANIFEST, Bundle, Manifest, write_manifest
-from strato._registry import ALIASES, ModelRef, Registry
-from strato._storage import S3Store
+from strato import Bundle, ConfigError, ModelRef, Registry
 
 if TYPE_CHECKING:
     from strato.engines import Engine
 
     from strato_lambda.settings import Settings
 
-__all__ = ["LoadedModel", "ModelSource", "fetch_s3_bundle", "load_model", "parse_model_uri"]
+__all__ = [
+    "CLOUD_SKIPS",
+    "LoadedModel",
+    "ModelSource",
+    "fetch_s3_bundle",
+    "load_model",
+    "parse_model_uri",
+]
+
+MANIFEST = "manifest.json"
+CLOUD_SKIPS = ("tensorrt",)  # plans only run on the GPU that built them
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,54 +111,20 @@ def parse_model_uri(uri: str) -> ModelSource:
     )
 
 
-def _alias_version(store: S3Store, ref: ModelRef) -> str:
-    try:
-        doc = json.loads(store.read_bytes(f"{ref.name}/{ALIASES}"))
-    except ModelNotFound:
-        raise ModelNotFound(f"model {ref.name!r} has no aliases in {store.url}") from None
-    version = (doc.get("aliases") or {}).get(ref.alias)
-    if not isinstance(version, str):
-        raise ModelNotFound(f"{ref.name} has no alias {ref.alias!r} in {store.url}")
-    return version
-
-
-def fetch_s3_bundle(store: S3Store, ref: ModelRef, cache_dir: Path) -> Bundle:
-    """Download `ref` (GetObject only) into `cache_dir/NAME/VERSION`, verified, atomically."""
-    if ref.alias:
-        version = _alias_version(store, ref)
-    elif ref.version:
-        version = ref.version
-    else:  # a bare name needs the newest version, which only a listing can tell
-        version = str(Registry(store.url, s3_client=store.client).resolve(ref).version)
-    target = cache_dir / ref.name / version
-    if (target / MANIFEST).is_file():
-        # verified (signature included) before it was renamed in; its manifest may be stripped
-        cached = Bundle.load(target, verify=False)
-        cached.verify()
-        return cached
-    key = f"{ref.name}/{version}"
-    manifest = Manifest.from_dict(json.loads(store.read_bytes(f"{key}/{MANIFEST}")))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.pull-", dir=target.parent))
-    try:
-        # the signature (when STRATO_TRUSTED_KEYS is set) covers the manifest as published
-        Bundle(staging, manifest).check_signature()
-        for artifact in manifest.artifacts:
-            if artifact.kind == "tensorrt":
-                continue  # plans only run on the GPU that built them; Lambda has none
-            dest = staging / artifact.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            store.download(f"{key}/{artifact.path}", dest)
-        kept = [a for a in manifest.artifacts if a.kind != "tensorrt"]
-        if len(kept) != len(manifest.artifacts):  # the signature covered the plans too
-            manifest = replace(manifest, artifacts=tuple(kept), signature=None)
-        write_manifest(staging, manifest)
-        Bundle(staging, manifest).verify()  # every sha256 before the rename
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return Bundle.load(target, verify=False)
+def fetch_s3_bundle(
+    url: str,
+    ref: ModelRef | str,
+    cache_dir: Path,
+    *,
+    s3_client: Any = None,
+    s3_endpoint: str | None = None,
+) -> Bundle:
+    """`ref` from the S3 registry at `url`, through strato's one staged download (GetObject
+    only for NAME@ALIAS and NAME:VERSION). The cache is keyed by registry URL and manifest
+    sha256, and a cached copy is verified again (signature, identity, every sha256) on each load.
+    TensorRT plans stay in S3: Lambda has no GPU."""
+    registry = Registry(url, s3_client=s3_client, s3_endpoint=s3_endpoint, cache_dir=cache_dir)
+    return registry.open(ref, skip_kinds=CLOUD_SKIPS)
 
 
 def _bundle_for(source: ModelSource, settings: Settings, s3_client: Any) -> Bundle:
@@ -162,12 +133,12 @@ def _bundle_for(source: ModelSource, settings: Settings, s3_client: Any) -> Bund
     assert source.ref is not None
     if source.kind == "registry":
         return Registry(source.root).open(source.ref)
-    if s3_client is None:
-        import boto3  # lazy: only S3 models need it, and the Lambda runtime provides it
-
-        s3_client = boto3.client("s3", endpoint_url=settings.s3_endpoint)
     return fetch_s3_bundle(
-        S3Store(source.root, client=s3_client), source.ref, Path(settings.cache_dir)
+        source.root,
+        source.ref,
+        Path(settings.cache_dir),
+        s3_client=s3_client,
+        s3_endpoint=settings.s3_endpoint,
     )
 
 

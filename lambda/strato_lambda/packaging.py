@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shlex
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from strato import ModelRef, Registry
-from strato._bundle import MANIFEST, Bundle
+from strato import Bundle, ModelRef, Registry
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["DeployParams", "open_bundle", "sagemaker_archive", "sam_parameters"]
+
+MANIFEST = "manifest.json"
 
 
 def open_bundle(source: str, registry: str | None = None) -> Bundle:
@@ -49,8 +49,8 @@ def sagemaker_archive(
         for artifact in sorted(kept, key=lambda a: a.path):
             if progress:
                 progress(artifact.path)
-            _add(archive, artifact.path, bundle.path_of(artifact).read_bytes())
-        _add(archive, MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode() + b"\n")
+            _add(archive, artifact.path, bundle.read_verified(artifact))
+        _add(archive, MANIFEST, manifest.to_json_bytes())
     return hashlib.sha256(output.read_bytes()).hexdigest()
 
 

@@ -2,7 +2,8 @@
 
 `MODEL_URI` (the name the SAM template and the issue use) is accepted as a fallback for
 `STRATO_MODEL_URI`. Without any model URI the handler serves the bundle packaged into the
-artifact at `$LAMBDA_TASK_ROOT/model`, when there is one.
+artifact at `$LAMBDA_TASK_ROOT/model`, when there is one. `s3_endpoint` is explicit only: without
+it strato itself reads `STRATO_S3_ENDPOINT`, in one place (`Registry`'s S3 client).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ _ENV: dict[str, tuple[str, ...]] = {
     "threads": ("STRATO_ORT_THREADS",),
     "precision": ("STRATO_PRECISION",),
     "max_payload": ("STRATO_MAX_PAYLOAD_BYTES",),
-    "s3_endpoint": ("STRATO_S3_ENDPOINT",),
 }
 
 

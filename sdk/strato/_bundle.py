@@ -1,27 +1,38 @@
 """The bundle: a directory with `manifest.json` and the artifacts it names, every one hashed.
 
 A bundle is the unit that moves between training, the registry, the edge and the cloud.
-`Bundle.load` verifies the sha256 of every file before anything reads it.
+`Bundle.load` checks the signature (when trusted keys are configured), then the sha256 of every
+file, before anything reads it; `Bundle.read_verified` hands an engine the very bytes it hashed.
+The manifest itself lives in `_manifest.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BundleError, IntegrityError
-from ._tensors import TensorSpec
+from ._manifest import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    Artifact,
+    Manifest,
+    canonical_json,
+    check_artifact_path,
+    write_manifest,
+)
+from ._settings import trusted_keys_spec
+from ._storage import file_chunks, sha256_file
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    import os
+    from collections.abc import Collection, Iterable, Mapping
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from ._signing import TrustedKeysLike
+    from ._tensors import TensorSpec
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -35,196 +46,6 @@ __all__ = [
     "write_manifest",
 ]
 
-BUNDLE_FORMAT = "strato.bundle/1"
-MANIFEST = "manifest.json"
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def canonical_json(value: Any) -> bytes:
-    """The bytes a signature covers: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One file of a bundle.
-
-    kind: ``onnx`` (a model ONNX Runtime or TensorRT can load), ``tensorrt`` (a serialized plan),
-    or ``file`` (checkpoint, report, chart). ``precision`` is fp32 / fp16 / int8. ``format`` is
-    the quantization format for int8 ONNX (``qdq`` for TensorRT, ``qoperator`` for ORT CPU).
-    ``tensorrt`` holds an engine's key: onnx_sha256, version, compute_capability, precision.
-    """
-
-    path: str
-    sha256: str
-    size: int
-    kind: str = "file"
-    precision: str | None = None
-    format: str | None = None
-    tensorrt: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        raw: dict[str, Any] = {
-            "path": self.path,
-            "sha256": self.sha256,
-            "size": self.size,
-            "kind": self.kind,
-        }
-        for key in ("precision", "format", "tensorrt"):
-            if getattr(self, key) is not None:
-                raw[key] = getattr(self, key)
-        return raw
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Artifact:
-        return cls(
-            path=str(raw["path"]),
-            sha256=str(raw["sha256"]),
-            size=int(raw.get("size", 0)),
-            kind=str(raw.get("kind", "file")),
-            precision=raw.get("precision"),
-            format=raw.get("format"),
-            tensorrt=raw.get("tensorrt"),
-        )
-
-    @classmethod
-    def of_file(cls, root: Path, relpath: str, **fields: Any) -> Artifact:
-        path = root / relpath
-        return cls(relpath, sha256_file(path), path.stat().st_size, **fields)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What `manifest.json` holds. Unknown keys are kept in `extra` so newer writers round-trip."""
-
-    name: str
-    version: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    artifacts: tuple[Artifact, ...]
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
-    framework: dict[str, str] = field(default_factory=dict)
-    opset: int | None = None
-    task: str = "classification"
-    labels: tuple[str, ...] = ()
-    preprocessing: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    calibration: dict[str, Any] = field(default_factory=dict)
-    serving: dict[str, Any] = field(default_factory=dict)
-    signature: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise BundleError(f"invalid model name {self.name!r}")
-        if not self.version or "/" in self.version or self.version.startswith("."):
-            raise BundleError(f"invalid model version {self.version!r}")
-
-    def artifact(self, path: str) -> Artifact:
-        for artifact in self.artifacts:
-            if artifact.path == path:
-                return artifact
-        raise BundleError(f"{self.name}:{self.version} has no artifact {path!r}")
-
-    def with_artifacts(self, artifacts: Iterable[Artifact]) -> Manifest:
-        by_path = {a.path: a for a in self.artifacts}
-        by_path.update({a.path: a for a in artifacts})
-        return replace(self, artifacts=tuple(by_path.values()), signature=None)
-
-    def to_dict(self, *, signed: bool = True) -> dict[str, Any]:
-        raw: dict[str, Any] = {
-            "format": BUNDLE_FORMAT,
-            "name": self.name,
-            "version": self.version,
-            "created": self.created,
-            "framework": self.framework,
-            "opset": self.opset,
-            "task": self.task,
-            "inputs": [s.to_dict() for s in self.inputs],
-            "outputs": [s.to_dict() for s in self.outputs],
-            "labels": list(self.labels),
-            "preprocessing": self.preprocessing,
-            "artifacts": [a.to_dict() for a in self.artifacts],
-            "metrics": self.metrics,
-            "calibration": self.calibration,
-            "serving": self.serving,
-            **self.extra,
-        }
-        if signed and self.signature is not None:
-            raw["signature"] = self.signature
-        return raw
-
-    def signed_bytes(self) -> bytes:
-        """The canonical bytes an Ed25519 signature covers (the manifest without its signature)."""
-        return canonical_json(self.to_dict(signed=False))
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Manifest:
-        fmt = raw.get("format")
-        if fmt != BUNDLE_FORMAT:
-            raise BundleError(
-                f"unsupported bundle format {fmt!r}; this strato reads {BUNDLE_FORMAT}"
-            )
-        known = set(cls.__dataclass_fields__) | {"format"}
-        try:
-            return cls(
-                name=str(raw["name"]),
-                version=str(raw["version"]),
-                created=str(raw.get("created", "")),
-                framework=dict(raw.get("framework", {})),
-                opset=raw.get("opset"),
-                task=str(raw.get("task", "classification")),
-                inputs=tuple(TensorSpec.from_dict(s) for s in raw["inputs"]),
-                outputs=tuple(TensorSpec.from_dict(s) for s in raw["outputs"]),
-                labels=tuple(str(label) for label in raw.get("labels", ())),
-                preprocessing=dict(raw.get("preprocessing", {})),
-                artifacts=tuple(Artifact.from_dict(a) for a in raw["artifacts"]),
-                metrics=dict(raw.get("metrics", {})),
-                calibration=dict(raw.get("calibration", {})),
-                serving=dict(raw.get("serving", {})),
-                signature=raw.get("signature"),
-                extra={k: v for k, v in raw.items() if k not in known},
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"malformed manifest: {exc!r}") from exc
-
-    @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> Manifest:
-        try:
-            raw = json.loads(Path(path).read_bytes())
-        except FileNotFoundError:
-            raise BundleError(f"no {MANIFEST} at {path}") from None
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise BundleError(f"{path} is not a JSON object")
-        return cls.from_dict(raw)
-
-
-def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Write `manifest.json` atomically (temp file + rename) into `directory`."""
-    directory = Path(directory)
-    body = json.dumps(manifest.to_dict(), indent=2, sort_keys=False).encode() + b"\n"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(body)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, directory / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return directory / MANIFEST
-
 
 class Bundle:
     """A verified bundle on local disk.
@@ -233,9 +54,10 @@ class Bundle:
     >>> bundle.manifest.labels, bundle.path_of("model.onnx")
     """
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, *, skip_kinds: Collection[str] = ()) -> None:
         self.root = root
         self.manifest = manifest
+        self.skip_kinds = frozenset(skip_kinds)
 
     @classmethod
     def load(
@@ -244,41 +66,74 @@ class Bundle:
         *,
         verify: bool = True,
         trusted_keys: TrustedKeysLike | None = None,
+        expect: tuple[str, str] | None = None,
+        skip_kinds: Collection[str] = (),
     ) -> Bundle:
         """Read the manifest, check its Ed25519 signature when trusted keys are configured
-        (`trusted_keys` or `STRATO_TRUSTED_KEYS`; `SignatureError`), then verify every
-        artifact's sha256 (`IntegrityError` on mismatch)."""
+        (`trusted_keys` or `STRATO_TRUSTED_KEYS`; `SignatureError`), refuse it unless it names
+        `expect` (name, version) when given, then verify every artifact's sha256
+        (`IntegrityError`), except those of `skip_kinds` (e.g. TensorRT plans in the cloud)."""
         root = Path(root)
         if not root.is_dir():
             raise BundleError(f"bundle directory {root} does not exist")
-        bundle = cls(root, Manifest.read(root / MANIFEST))
+        bundle = cls(root, Manifest.read(root / MANIFEST), skip_kinds=skip_kinds)
         if verify:
             bundle.check_signature(trusted_keys)
+            if expect is not None:
+                bundle.manifest.check_identity(*expect, where=str(root))
             bundle.verify()
         return bundle
 
     def check_signature(self, trusted_keys: TrustedKeysLike | None = None) -> str | None:
         """The key id that signed this bundle, or None when no trusted keys are configured."""
-        if trusted_keys is None and not os.environ.get("STRATO_TRUSTED_KEYS", "").strip():
+        if trusted_keys is None and trusted_keys_spec() is None:
             return None
-        from ._signing import verify_bundle  # lazy: cryptography loads only when keys are set
+        from ._signing import verify_manifest  # lazy: cryptography loads only when keys are set
 
-        return verify_bundle(self, trusted_keys)
+        return verify_manifest(self.manifest, trusted_keys, source=str(self.root / MANIFEST))
 
     def verify(self) -> None:
-        root = self.root.resolve()
+        """Every artifact (but `skip_kinds`) is a plain file inside the bundle with its sha256."""
+        self.manifest.check_paths()
         for artifact in self.manifest.artifacts:
-            path = (root / artifact.path).resolve()
-            if root not in path.parents:
-                raise IntegrityError(f"artifact path {artifact.path!r} escapes the bundle")
-            if not path.is_file():
-                raise IntegrityError(f"{self.ref}: artifact {artifact.path} is missing")
-            actual = sha256_file(path)
-            if actual != artifact.sha256:
-                raise IntegrityError(
-                    f"{self.ref}: {artifact.path} has sha256 {actual[:16]}… but the manifest "
-                    f"says {artifact.sha256[:16]}…; the file is corrupt or was changed"
-                )
+            if artifact.kind not in self.skip_kinds:
+                self._check(artifact, self._hash(artifact))
+
+    def read_verified(self, artifact: str | Artifact) -> bytes:
+        """The artifact's bytes, read once and hashed: load exactly these (no re-open race)."""
+        artifact = artifact if isinstance(artifact, Artifact) else self.manifest.artifact(artifact)
+        data = b"".join(file_chunks(self._plain_path(artifact)))
+        self._check(artifact, hashlib.sha256(data).hexdigest())
+        return data
+
+    def _plain_path(self, artifact: Artifact) -> Path:
+        relpath = check_artifact_path(artifact.path)
+        root = self.root.resolve()
+        path = root / relpath
+        if not path.exists() and not path.is_symlink():
+            raise IntegrityError(f"{self.ref}: artifact {relpath} is missing")
+        if path.resolve() != path:
+            raise IntegrityError(f"{self.ref}: artifact {relpath} is reached through a symlink")
+        return path
+
+    def _hash(self, artifact: Artifact) -> str:
+        return sha256_file(self._plain_path(artifact))
+
+    def _check(self, artifact: Artifact, actual: str) -> None:
+        if actual != artifact.sha256:
+            raise IntegrityError(
+                f"{self.ref}: {artifact.path} has sha256 {actual[:16]}… but the manifest "
+                f"says {artifact.sha256[:16]}…; the file is corrupt or was changed"
+            )
+
+    def sign(self, private_key: Ed25519PrivateKey | str | os.PathLike[str]) -> Manifest:
+        """Sign this bundle in place (hashes verified first); only `manifest.json` changes."""
+        from ._signing import sign_manifest
+
+        self.verify()  # never sign hashes that do not match the files
+        self.manifest = sign_manifest(self.manifest, private_key)
+        write_manifest(self.root, self.manifest)
+        return self.manifest
 
     @property
     def name(self) -> str:

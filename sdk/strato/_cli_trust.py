@@ -69,17 +69,17 @@ def models_sign(
 
     Example: strato models sign digits-mlp:3 --key keys/strato.key
     """
-    from strato._signing import sign_bundle, sign_registry_version
+    from strato._bundle import Bundle
+    from strato._registry import Registry
 
     try:
         with _spinner(as_json, f"signing {target}"):
             directory = _bundle_dir(target)
             if directory is not None:
-                manifest = sign_bundle(directory, key)
+                # any old signature is about to be replaced; `sign` re-hashes every file
+                manifest = Bundle.load(directory, verify=False).sign(key)
             else:
-                from strato._registry import Registry
-
-                manifest = sign_registry_version(Registry(registry), target, key)
+                manifest = Registry(registry).sign(target, key)
     except StratoError as exc:
         raise fail(str(exc)) from None
     assert manifest.signature is not None

@@ -20,7 +20,9 @@ this tree::
     ├── BundleError
     │   ├── IntegrityError
     │   ├── SignatureError
-    │   └── EngineMismatch
+    │   ├── EngineMismatch
+    │   ├── VersionExists
+    │   └── DowngradeRefused
     └── ExportError
         ├── ParityError
         └── QuantizationError
@@ -32,6 +34,7 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "DatasetError",
+    "DowngradeRefused",
     "EngineError",
     "EngineMismatch",
     "ExportError",
@@ -50,6 +53,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "Unavailable",
+    "VersionExists",
 ]
 
 
@@ -143,6 +147,16 @@ class SignatureError(BundleError):
 
 class EngineMismatch(BundleError):
     """A TensorRT plan was built for another TensorRT version, GPU or precision."""
+
+
+class VersionExists(BundleError):
+    """A version is already published (or claimed by a concurrent publisher): versions are
+    immutable."""
+
+
+class DowngradeRefused(BundleError):
+    """An alias points below the highest version this device has served; only an explicit
+    rollback may do that."""
 
 
 class ExportError(StratoError):

@@ -1,32 +1,38 @@
 """The model registry: `<root>/<name>/<version>/…` and `<root>/<name>/aliases.json`.
 
 References: ``name`` (the newest version), ``name:version``, ``name@alias``.
-Versions are immutable; aliases move (`promote`, `rollback`) and keep their history.
+Versions are immutable; aliases move (`promote`, `rollback`) and keep their history. Concurrent
+publishers each get their own version (or `VersionExists`), concurrent alias moves never lose
+one another (see `_storage`). Every name, version and alias passes `_names.check_name`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._bundle import MANIFEST, Bundle, Manifest, write_manifest
-from ._errors import BundleError, ConfigError, ModelNotFound
+from ._bundle import MANIFEST, Bundle, Manifest
+from ._download import cached_version, fetch_manifest, fetch_version
+from ._errors import BundleError, ConfigError, ModelNotFound, VersionExists
+from ._names import check_name, is_name, numeric_version
 from ._storage import LocalStore, S3Store, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from ._signing import TrustedKeysLike
 
-__all__ = ["DEFAULT_REGISTRY", "ModelRef", "Registry", "default_registry_root"]
+__all__ = ["ALIASES", "DEFAULT_REGISTRY", "ModelRef", "Registry", "default_registry_root"]
 
 DEFAULT_REGISTRY = ".strato/registry"
 ALIASES = "aliases.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PUBLISH_ATTEMPTS = 64
 
 
 def default_registry_root(explicit: str | os.PathLike[str] | None = None) -> str:
@@ -38,19 +44,22 @@ def default_registry_root(explicit: str | os.PathLike[str] | None = None) -> str
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
+    """A reference to a model: `name`, `name:version` or `name@alias`."""
+
     name: str
     version: str | None = None
     alias: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
+        """Parse a reference; `ModelNotFound` says which part is not a valid name."""
         name, alias, version = text, None, None
         if "@" in text:
             name, _, alias = text.partition("@")
         elif ":" in text:
             name, _, version = text.partition(":")
         for part, what in ((name, "name"), (alias, "alias"), (version, "version")):
-            if part is not None and not _NAME.match(part):
+            if part is not None and not is_name(part):
                 raise ModelNotFound(
                     f"invalid model reference {text!r}: bad {what} {part!r} "
                     "(expected NAME, NAME:VERSION or NAME@ALIAS)"
@@ -64,7 +73,30 @@ class ModelRef:
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
-    return (0, int(version)) if version.isdigit() else (1, version)
+    number = numeric_version(version)
+    return (0, number) if number is not None else (1, version)
+
+
+def parse_aliases(data: bytes | None, where: str) -> dict[str, Any]:
+    """An `aliases.json` document, checked: `BundleError` names what is malformed."""
+    if data is None:
+        return {"aliases": {}, "history": {}}
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"{where} is malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{where} is not a JSON object")
+    aliases, history = doc.setdefault("aliases", {}), doc.setdefault("history", {})
+    if not isinstance(aliases, dict) or not isinstance(history, dict):
+        raise BundleError(f"{where}: 'aliases' and 'history' must be objects")
+    for alias, version in aliases.items():
+        if not is_name(alias) or not is_name(version):
+            raise BundleError(f"{where}: alias {alias!r} → {version!r} is not a valid name")
+    for alias, versions in history.items():
+        if not isinstance(versions, list) or not all(is_name(v) for v in versions):
+            raise BundleError(f"{where}: history of {alias!r} must be a list of versions")
+    return doc
 
 
 class Registry:
@@ -75,11 +107,12 @@ class Registry:
         root: str | os.PathLike[str] | None = None,
         *,
         s3_client: Any = None,
+        s3_endpoint: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         trusted_keys: TrustedKeysLike | None = None,
     ) -> None:
         self.store: LocalStore | S3Store = open_store(
-            default_registry_root(root), s3_client=s3_client
+            default_registry_root(root), s3_client=s3_client, s3_endpoint=s3_endpoint
         )
         self._cache_dir = Path(cache_dir) if cache_dir else None
         # None: `STRATO_TRUSTED_KEYS` decides at load time (see `Bundle.load`).
@@ -95,24 +128,27 @@ class Registry:
 
     # --- reading -------------------------------------------------------------------------
     def models(self) -> list[str]:
-        return [n for n in self.store.children("") if self.versions(n)]
+        """Names of the models with at least one version (odd folder names are ignored)."""
+        return [n for n in self.store.children("") if is_name(n) and self.versions(n)]
 
     def versions(self, name: str) -> list[str]:
+        """Published versions of `name`, oldest first; folders that are no valid name are not."""
+        check_name(name)
         found = [
-            v for v in self.store.children(name) if self.store.exists(f"{name}/{v}/{MANIFEST}")
+            v
+            for v in self.store.children(name)
+            if is_name(v) and self.store.exists(f"{name}/{v}/{MANIFEST}")
         ]
         return sorted(found, key=_version_key)
 
     def aliases(self, name: str) -> dict[str, str]:
+        """alias → version; `BundleError` when `aliases.json` is malformed."""
         return dict(self._alias_doc(name)["aliases"])
 
     def _alias_doc(self, name: str) -> dict[str, Any]:
-        if not self.store.exists(f"{name}/{ALIASES}"):
-            return {"aliases": {}, "history": {}}
-        doc = json.loads(self.store.read_bytes(f"{name}/{ALIASES}"))
-        doc.setdefault("aliases", {})
-        doc.setdefault("history", {})
-        return dict(doc)
+        key = f"{check_name(name)}/{ALIASES}"
+        data = self.store.read_bytes(key) if self.store.exists(key) else None
+        return parse_aliases(data, f"{self.url}/{key}")
 
     def resolve(self, ref: str | ModelRef) -> ModelRef:
         """Turn any reference into `name:version`; `ModelNotFound` names what is missing."""
@@ -122,93 +158,171 @@ class Registry:
             known = ", ".join(self.models()) or "none"
             raise ModelNotFound(f"model {ref.name!r} not in registry {self.url} (models: {known})")
         if ref.alias:
-            aliases = self.aliases(ref.name)
-            if ref.alias not in aliases:
-                raise ModelNotFound(
-                    f"{ref.name} has no alias {ref.alias!r} (aliases: {sorted(aliases) or 'none'})"
-                )
-            return ModelRef(ref.name, aliases[ref.alias])
+            return ModelRef(ref.name, self._alias_target(ref.name, ref.alias))
         if ref.version:
             if ref.version not in versions:
                 raise ModelNotFound(f"{ref.name} has no version {ref.version!r} (has {versions})")
             return ref
         return ModelRef(ref.name, versions[-1])
 
+    def locate(self, ref: str | ModelRef) -> ModelRef:
+        """Like `resolve`, with reads alone (no listing) for `name:version` and `name@alias`."""
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        if ref.alias:
+            if not self.store.exists(f"{ref.name}/{ALIASES}"):
+                raise ModelNotFound(f"model {ref.name!r} has no aliases in {self.url}")
+            return ModelRef(ref.name, self._alias_target(ref.name, ref.alias))
+        return ref if ref.version else self.resolve(ref)
+
+    def _alias_target(self, name: str, alias: str) -> str:
+        aliases = self.aliases(name)
+        if alias not in aliases:
+            raise ModelNotFound(
+                f"{name} has no alias {alias!r} (aliases: {sorted(aliases) or 'none'})"
+            )
+        return aliases[alias]
+
     def manifest(self, ref: str | ModelRef) -> Manifest:
+        """The manifest of `ref`, its signature (when keys are set) and identity checked."""
         resolved = self.resolve(ref)
-        raw = json.loads(self.store.read_bytes(f"{resolved.name}/{resolved.version}/{MANIFEST}"))
-        return Manifest.from_dict(raw)
+        manifest, _ = fetch_manifest(
+            self.store, resolved.name, str(resolved.version), trusted_keys=self.trusted_keys
+        )
+        return manifest
 
-    def open(self, ref: str | ModelRef, *, verify: bool = True) -> Bundle:
-        """A verified local `Bundle`: in place for a folder registry, downloaded for S3."""
-        resolved = self.resolve(ref)
-        key = f"{resolved.name}/{resolved.version}"
+    def open(
+        self, ref: str | ModelRef, *, verify: bool = True, skip_kinds: Collection[str] = ()
+    ) -> Bundle:
+        """A verified local `Bundle`: in place for a folder registry, from a cache for S3 (keyed
+        by registry URL and manifest sha256; checked again on every open)."""
         if isinstance(self.store, LocalStore):
-            return Bundle.load(self.store.root / key, verify=verify, trusted_keys=self.trusted_keys)
+            resolved = self.resolve(ref)
+            return Bundle.load(
+                self.store.root / resolved.name / str(resolved.version),
+                verify=verify,
+                trusted_keys=self.trusted_keys,
+                expect=(resolved.name, str(resolved.version)),
+                skip_kinds=skip_kinds,
+            )
+        located = self.locate(ref)
         cache = self._cache_dir or Path(tempfile.gettempdir()) / "strato-cache"
-        target = cache / resolved.name / str(resolved.version)
-        if (target / MANIFEST).exists():
-            return Bundle.load(target, verify=verify, trusted_keys=self.trusted_keys)
-        return self.download(resolved, target)
+        return cached_version(
+            self.store,
+            located.name,
+            str(located.version),
+            cache,
+            trusted_keys=self.trusted_keys,
+            skip_kinds=skip_kinds,
+        )
 
-    def download(self, ref: str | ModelRef, target: Path) -> Bundle:
-        """Download, verify, then rename into `target`: nothing half-written ever appears there."""
+    def download(
+        self, ref: str | ModelRef, target: Path, *, skip_kinds: Collection[str] = ()
+    ) -> Bundle:
+        """Download into `target` through `_download.fetch_version`: manifest, signature,
+        identity and paths checked before one artifact byte is written, and only into staging."""
         resolved = self.resolve(ref)
-        key = f"{resolved.name}/{resolved.version}"
-        manifest = Manifest.from_dict(json.loads(self.store.read_bytes(f"{key}/{MANIFEST}")))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.pull-", dir=target.parent))
-        try:
-            for artifact in manifest.artifacts:
-                dest = staging / artifact.path
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.store.download(f"{key}/{artifact.path}", dest)
-            write_manifest(staging, manifest)
-            # verifies the signature (when keys are configured) and every sha256 before the rename
-            bundle = Bundle.load(staging, trusted_keys=self.trusted_keys)
-            os.rename(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return Bundle(target, bundle.manifest)
+        return fetch_version(
+            self.store,
+            resolved.name,
+            str(resolved.version),
+            target,
+            trusted_keys=self.trusted_keys,
+            skip_kinds=skip_kinds,
+        )
 
     # --- writing -------------------------------------------------------------------------
     def next_version(self, name: str) -> str:
-        numeric = [int(v) for v in self.versions(name) if v.isdigit()]
-        return str(max(numeric, default=0) + 1)
+        """One above the highest numeric version, claimed-but-unfinished ones included."""
+        numbers = [numeric_version(v) for v in self.store.children(check_name(name))]
+        return str(max((n for n in numbers if n is not None), default=0) + 1)
 
-    def publish(self, bundle: Bundle, *, alias: str | None = None) -> ModelRef:
-        """Copy a verified bundle in as `name:version` (immutable); optionally point `alias` at it."""
+    def publish(
+        self, bundle: Bundle, *, alias: str | None = None, renumber: bool = False
+    ) -> ModelRef:
+        """Copy a verified bundle in as `name:version` (immutable); optionally point `alias` at
+        it. A taken version is `VersionExists`, or with `renumber` (unsigned bundles only) the
+        next free number; the returned ref says which version was published."""
         bundle.verify()
-        name, version = bundle.name, bundle.version
-        if version in self.versions(name):
-            raise BundleError(
-                f"{name}:{version} already exists in {self.url}; versions are immutable"
-            )
-        self.store.upload_tree(bundle.root, f"{name}/{version}", last=MANIFEST)
-        ref = ModelRef(name, version)
+        manifest = bundle.manifest
+        files = [a.path for a in manifest.artifacts]
+        for _ in range(_PUBLISH_ATTEMPTS):
+            try:
+                self.store.publish_version(
+                    bundle.root,
+                    f"{manifest.name}/{manifest.version}",
+                    files,
+                    manifest.to_json_bytes(),
+                )
+                break
+            except VersionExists:
+                if not renumber or manifest.signature is not None:
+                    raise
+                manifest = replace(manifest, version=self.next_version(manifest.name))
+        else:
+            raise VersionExists(f"{manifest.name}: no free version after {_PUBLISH_ATTEMPTS} tries")
+        ref = ModelRef(manifest.name, manifest.version)
         if alias:
-            self.promote(name, version, alias)
+            self.promote(manifest.name, manifest.version, alias)
         return ref
 
+    def _update_aliases(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        key = f"{check_name(name)}/{ALIASES}"
+
+        def apply(data: bytes | None) -> bytes:
+            doc = parse_aliases(data, f"{self.url}/{key}")
+            change(doc)
+            return json.dumps(doc, indent=2).encode()
+
+        self.store.update(key, apply)
+
     def promote(self, name: str, version: str, alias: str = "prod") -> None:
+        """Point `alias` at `version` (appended to the alias's history)."""
+        check_name(alias, "alias")
         if version not in self.versions(name):
             raise ModelNotFound(f"{name} has no version {version!r} (has {self.versions(name)})")
-        ModelRef.parse(f"{name}@{alias}")
-        doc = self._alias_doc(name)
-        history = doc["history"].setdefault(alias, [])
-        if doc["aliases"].get(alias) != version:
-            history.append(version)
-        doc["aliases"][alias] = version
-        self.store.write_bytes(f"{name}/{ALIASES}", json.dumps(doc, indent=2).encode())
+
+        def move(doc: dict[str, Any]) -> None:
+            history = doc["history"].setdefault(alias, [])
+            if doc["aliases"].get(alias) != version:
+                history.append(version)
+            doc["aliases"][alias] = version
+
+        self._update_aliases(name, move)
 
     def rollback(self, name: str, alias: str = "prod") -> str:
-        """Point `alias` back at the version it named before; returns that version."""
-        doc = self._alias_doc(name)
-        history = doc["history"].get(alias, [])
-        if len(history) < 2:
-            raise ConfigError(f"{name}@{alias} has no earlier version to roll back to")
-        history.pop()
-        doc["aliases"][alias] = history[-1]
-        self.store.write_bytes(f"{name}/{ALIASES}", json.dumps(doc, indent=2).encode())
-        return str(history[-1])
+        """Point `alias` back at the version it named before; returns that version. Refused,
+        with nothing written, when there is none or it is no longer in the registry."""
+        check_name(alias, "alias")
+        installed = self.versions(name)
+        chosen: list[str] = []
+
+        def back(doc: dict[str, Any]) -> None:
+            history = doc["history"].get(alias, [])
+            if len(history) < 2:
+                raise ConfigError(f"{name}@{alias} has no earlier version to roll back to")
+            if history[-2] not in installed:
+                raise ConfigError(
+                    f"{name}:{history[-2]} is no longer installed in {self.url} (pruned); nothing changed"
+                )
+            history.pop()
+            doc["aliases"][alias] = history[-1]
+            chosen.append(history[-1])
+
+        self._update_aliases(name, back)
+        return chosen[0]
+
+    def sign(
+        self, ref: str | ModelRef, private_key: Ed25519PrivateKey | str | os.PathLike[str]
+    ) -> Manifest:
+        """Sign a published version in place: only the manifest's `signature` changes, in one
+        atomic write (temp + rename locally, one PUT on S3). Local artifacts are re-hashed first."""
+        from ._signing import sign_manifest
+
+        resolved = self.resolve(ref)
+        name, version = resolved.name, str(resolved.version)
+        manifest, _ = fetch_manifest(self.store, name, version, check_signature=False)
+        if isinstance(self.store, LocalStore):
+            Bundle(self.store.root / name / version, manifest).verify()
+        signed = sign_manifest(manifest, private_key)
+        self.store.replace_bytes(f"{name}/{version}/{MANIFEST}", signed.to_json_bytes())
+        return signed

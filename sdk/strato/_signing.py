@@ -1,8 +1,8 @@
 """Ed25519 signatures over bundle manifests.
 
 The manifest already holds every artifact's sha256, so one signature over its canonical bytes
-(`Manifest.signed_bytes()`: sorted-key JSON without the `signature` field) covers the whole
-bundle. The signature lives in the manifest itself::
+(`Manifest.signed_bytes()`: RFC 8785 canonical JSON without the `signature` field) covers the
+whole bundle. The signature lives in the manifest itself::
 
     "signature": {"algorithm": "ed25519", "key_id": "<16 hex>", "value": "<base64>"}
 
@@ -12,6 +12,9 @@ files: PKCS#8 private keys (mode 0600) and SubjectPublicKeyInfo public keys.
 Trusted keys come from an explicit argument or `STRATO_TRUSTED_KEYS` (comma-separated PEM
 public key files and/or directories of them). When any are configured, `Bundle.load` and
 `Registry.download` refuse an unsigned or wrongly signed bundle with `SignatureError`.
+
+This module works on `Manifest` values only; `Bundle.sign` and `Registry.sign` apply it to a
+folder or a published version. It imports neither, so the three modules form no cycle.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,13 +31,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from strato._bundle import MANIFEST, Bundle, Manifest
-from strato._errors import ConfigError, SignatureError
+from ._errors import ConfigError, SignatureError
+from ._manifest import INFO_FIELDS
+from ._settings import TRUSTED_KEYS_ENV, trusted_keys_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from strato._registry import Registry
+    from ._manifest import Manifest
 
 __all__ = [
     "ALGORITHM",
@@ -47,17 +50,12 @@ __all__ = [
     "key_id",
     "load_private_key",
     "load_public_key",
-    "manifest_bytes",
     "resolve_trusted_keys",
-    "sign_bundle",
     "sign_manifest",
-    "sign_registry_version",
-    "verify_bundle",
     "verify_manifest",
 ]
 
 ALGORITHM = "ed25519"
-TRUSTED_KEYS_ENV = "STRATO_TRUSTED_KEYS"
 _KEY_SUFFIXES = (".pub", ".pem")
 
 
@@ -194,7 +192,7 @@ TrustedKeysLike: TypeAlias = (
 def resolve_trusted_keys(explicit: TrustedKeysLike | None = None) -> TrustedKeys | None:
     """Explicit argument > `STRATO_TRUSTED_KEYS` > none (no signature enforcement)."""
     if explicit is None:
-        spec = os.environ.get(TRUSTED_KEYS_ENV, "").strip()
+        spec = trusted_keys_spec()
         return TrustedKeys.parse(spec) if spec else None
     if isinstance(explicit, TrustedKeys):
         return explicit
@@ -205,39 +203,50 @@ def resolve_trusted_keys(explicit: TrustedKeysLike | None = None) -> TrustedKeys
     return TrustedKeys.from_paths(explicit)
 
 
-def manifest_bytes(manifest: Manifest) -> bytes:
-    return manifest.signed_bytes()
+def sign_manifest(
+    manifest: Manifest, private_key: Ed25519PrivateKey | str | os.PathLike[str]
+) -> Manifest:
+    """The same manifest with a fresh `signature` over its canonical bytes (any old one replaced).
 
-
-def sign_manifest(manifest: Manifest, private_key: Ed25519PrivateKey) -> Manifest:
-    """The same manifest with a fresh `signature` (any previous one is replaced)."""
-    value = private_key.sign(manifest.signed_bytes())
+    Refuses a manifest with unknown top-level fields: a reader could not honour them.
+    """
+    unknown = sorted(set(manifest.extra) - INFO_FIELDS)
+    if unknown:
+        raise SignatureError(f"{manifest.ref}: refusing to sign unknown field(s) {unknown}")
+    key = _private_key(private_key)
+    value = key.sign(manifest.signed_bytes())
     signature = {
         "algorithm": ALGORITHM,
-        "key_id": key_id(private_key.public_key()),
+        "key_id": key_id(key.public_key()),
         "value": base64.b64encode(value).decode("ascii"),
     }
     return replace(manifest, signature=signature)
 
 
-def verify_manifest(manifest: Manifest, trusted: TrustedKeys, *, source: str = MANIFEST) -> str:
-    """Check `manifest`'s signature against `trusted`; returns the key id that signed it.
+def verify_manifest(
+    manifest: Manifest, trusted: TrustedKeysLike | None = None, *, source: str = "manifest.json"
+) -> str | None:
+    """Check `manifest`'s signature against `trusted` (or `STRATO_TRUSTED_KEYS`); returns the
+    key id that signed it, or None when no keys are configured (nothing is enforced then).
 
     `source` names the manifest file in error messages.
     """
+    keys = resolve_trusted_keys(trusted)
+    if keys is None:
+        return None
     ref = f"{manifest.name}:{manifest.version}"
     signature = manifest.signature
     if signature is None:
         raise SignatureError(
             f"{ref}: {source} is not signed, but trusted keys are configured "
-            f"(trusted key ids: {', '.join(trusted.ids)}); sign it with `strato models sign`"
+            f"(trusted key ids: {', '.join(keys.ids)}); sign it with `strato models sign`"
         )
     kid, value = _signature_fields(signature, ref, source)
-    entry = trusted.get(kid)
+    entry = keys.get(kid)
     if entry is None:
         raise SignatureError(
             f"{ref}: {source} is signed with key {kid}, which is not trusted "
-            f"(trusted key ids: {', '.join(trusted.ids)})"
+            f"(trusted key ids: {', '.join(keys.ids)})"
         )
     public_key, key_source = entry
     try:
@@ -266,59 +275,6 @@ def _signature_fields(signature: Any, ref: str, source: str) -> tuple[str, bytes
     except (binascii.Error, ValueError):
         raise SignatureError(f"{ref}: {source} signature value is not base64") from None
     return kid, raw
-
-
-def verify_bundle(bundle: Bundle, trusted: TrustedKeysLike | None = None) -> str | None:
-    """Verify a loaded bundle's signature; returns the signing key id, or None when no keys
-    are configured (then nothing is enforced)."""
-    keys = resolve_trusted_keys(trusted)
-    if keys is None:
-        return None
-    return verify_manifest(bundle.manifest, keys, source=str(bundle.root / MANIFEST))
-
-
-def _manifest_body(manifest: Manifest) -> bytes:
-    # Same layout as `write_manifest`, so a signed manifest differs only by its signature field.
-    return json.dumps(manifest.to_dict(), indent=2, sort_keys=False).encode() + b"\n"
-
-
-def sign_bundle(
-    root: str | os.PathLike[str], private_key: Ed25519PrivateKey | str | os.PathLike[str]
-) -> Manifest:
-    """Sign the bundle directory at `root` in place (hashes verified first); returns the manifest.
-
-    Only `manifest.json` is rewritten, atomically; the artifacts and their hashes do not change.
-    """
-    from strato._bundle import write_manifest
-
-    key = _private_key(private_key)
-    bundle = Bundle.load(root, verify=False)  # any old signature is about to be replaced
-    bundle.verify()  # never sign hashes that do not match the files
-    signed = sign_manifest(bundle.manifest, key)
-    write_manifest(bundle.root, signed)
-    return signed
-
-
-def sign_registry_version(
-    registry: Registry, ref: str, private_key: Ed25519PrivateKey | str | os.PathLike[str]
-) -> Manifest:
-    """Sign a published version in place.
-
-    Versions are immutable, and signing keeps them so: the artifacts and every sha256 stay as
-    they are; only the manifest's `signature` field is added (or replaced), and the manifest is
-    rewritten atomically (temp + rename locally, one PUT on S3), so readers see either the old
-    or the new manifest, never half of one.
-    """
-    key = _private_key(private_key)
-    resolved = registry.resolve(ref)
-    if registry.is_local:
-        return sign_bundle(registry.store.root / resolved.name / str(resolved.version), key)  # type: ignore[union-attr]
-    manifest = registry.manifest(resolved)
-    signed = sign_manifest(manifest, key)
-    registry.store.write_bytes(
-        f"{resolved.name}/{resolved.version}/{MANIFEST}", _manifest_body(signed)
-    )
-    return signed
 
 
 def _private_key(key: Ed25519PrivateKey | str | os.PathLike[str]) -> Ed25519PrivateKey:

@@ -1,23 +1,98 @@
 """Where registries keep their files: a local folder or an S3 prefix.
 
-Both stores write atomically as readers see it: a local version appears by one `rename`; an S3
-version appears when its `manifest.json` (uploaded last) does.
+Both stores write atomically as readers see it and never lose a concurrent writer's update:
+
+- a local version appears by one `rename` of a complete folder (a taken version refuses the
+  rename); metadata (aliases) is read-modified-written under an `fcntl` lock file;
+- an S3 version is first *claimed* with a conditional `PutObject(IfNoneMatch="*")`, so exactly one
+  publisher owns the prefix, and appears when its manifest (put last, also `IfNoneMatch`) does;
+  metadata is replaced with `IfMatch=<etag>` and retried when someone else changed it first.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import random
 import shutil
+import stat
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._errors import ConfigError, ModelNotFound, Unavailable
+from ._errors import ConfigError, IntegrityError, ModelNotFound, Unavailable, VersionExists
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["LocalStore", "S3Store", "Store", "open_store"]
+__all__ = [
+    "CHUNK",
+    "LocalStore",
+    "S3Store",
+    "Store",
+    "dir_mode",
+    "file_chunks",
+    "file_mode",
+    "open_plain",
+    "open_store",
+    "sha256_file",
+]
+
+CHUNK = 1 << 20
+CLAIM = ".claim"
+_UPDATE_ATTEMPTS = 64
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would race other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0644 under the usual 022)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode a new folder gets under this process's umask (0755 under the usual 022)."""
+    return 0o777 & ~_umask()
+
+
+def open_plain(path: Path) -> int:
+    """A read fd on a regular file, never through a symlink (`IntegrityError` otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise IntegrityError(f"cannot open {path.name}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"{path.name} is not a regular file")
+    return fd
+
+
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """A plain file's bytes in chunks (see `open_plain`)."""
+    with os.fdopen(open_plain(path), "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            yield chunk
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file (never followed through a symlink)."""
+    digest = hashlib.sha256()
+    for chunk in file_chunks(Path(path)):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Store(Protocol):
@@ -26,15 +101,20 @@ class Store(Protocol):
     url: str
 
     def read_bytes(self, key: str) -> bytes: ...
-    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def iter_bytes(self, key: str) -> Iterator[bytes]: ...
     def exists(self, key: str) -> bool: ...
     def children(self, prefix: str) -> list[str]: ...
     def keys(self, prefix: str) -> list[str]: ...
-    def download(self, key: str, dest: Path) -> None: ...
-    def upload_tree(self, source: Path, prefix: str, *, last: str) -> None: ...
+    def update(self, key: str, change: Callable[[bytes | None], bytes]) -> None: ...
+    def replace_bytes(self, key: str, data: bytes) -> None: ...
+    def publish_version(
+        self, source: Path, prefix: str, files: Sequence[str], manifest: bytes
+    ) -> None: ...
 
 
 class LocalStore:
+    """A registry root on local disk."""
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
         self.url = str(self.root)
@@ -43,22 +123,64 @@ class LocalStore:
         return self.root / key
 
     def read_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_bytes(key))
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        """The file's bytes in chunks; refuses symlinks and anything outside the root."""
+        path = self._path(key)
+        root = self.root.resolve()
         try:
-            return self._path(key).read_bytes()
+            real = path.resolve()
+        except OSError as exc:
+            raise IntegrityError(f"cannot resolve {key} in registry {self.url}: {exc}") from None
+        if real != root / key:
+            if not path.exists():
+                raise ModelNotFound(f"{key} not found in registry {self.url}")
+            raise IntegrityError(f"{key} in registry {self.url} is a symlink; refused")
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             raise ModelNotFound(f"{key} not found in registry {self.url}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"{key} in registry {self.url} is a symlink") from None
+            raise IntegrityError(f"cannot read {key} in registry {self.url}: {exc}") from None
+        return self._chunks(fd, key)
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def _chunks(self, fd: int, key: str) -> Iterator[bytes]:
+        with os.fdopen(fd, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise IntegrityError(f"{key} in registry {self.url} is not a regular file")
+            while chunk := stream.read(CHUNK):
+                yield chunk
+
+    def replace_bytes(self, key: str, data: bytes) -> None:
+        """Write `data` at `key` atomically (temp + rename); the mode follows the umask."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as stream:
                 stream.write(data)
+            os.chmod(tmp, file_mode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def update(self, key: str, change: Callable[[bytes | None], bytes]) -> None:
+        """Read-modify-write `key` under an exclusive `fcntl` lock (`.<name>.lock` beside it)."""
+        import fcntl
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = path.read_bytes() if path.is_file() else None
+            self.replace_bytes(key, change(current))
+        finally:
+            os.close(lock)  # closing releases the lock
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
@@ -67,34 +189,55 @@ class LocalStore:
         path = self._path(prefix) if prefix else self.root
         if not path.is_dir():
             return []
-        return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name
+            for p in path.iterdir()
+            if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()
+        )
 
     def keys(self, prefix: str) -> list[str]:
         base = self._path(prefix)
         return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
 
-    def download(self, key: str, dest: Path) -> None:
-        shutil.copyfile(self._path(key), dest)
-
-    def upload_tree(self, source: Path, prefix: str, *, last: str) -> None:
-        """Copy `source` to `prefix` as one rename, so readers never see half a version."""
+    def publish_version(
+        self, source: Path, prefix: str, files: Sequence[str], manifest: bytes
+    ) -> None:
+        """Copy `files` of `source` plus `manifest` to `prefix` as one rename (`VersionExists`)."""
         final = self._path(prefix)
         if final.exists():
-            raise FileExistsError(f"{prefix} already exists in {self.url}; versions are immutable")
+            raise VersionExists(f"{prefix} already exists in {self.url}; versions are immutable")
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
         try:
-            shutil.copytree(source, staging, dirs_exist_ok=True)
-            os.rename(staging, final)
+            os.chmod(staging, dir_mode())
+            for relpath in files:
+                dest = staging / relpath
+                dest.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode())
+                shutil.copyfile(source / relpath, dest, follow_symlinks=False)
+                os.chmod(dest, file_mode())
+            (staging / "manifest.json").write_bytes(manifest)
+            os.chmod(staging / "manifest.json", file_mode())
+            try:
+                os.rename(staging, final)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise VersionExists(
+                        f"{prefix} was published by someone else first in {self.url}"
+                    ) from None
+                raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
 
+class _Conflict(Exception):
+    """S3 refused a conditional write (412/409): someone else wrote first."""
+
+
 class S3Store:
     """An `s3://bucket/prefix` registry. Pass a boto3 S3 client to point at any endpoint."""
 
-    def __init__(self, url: str, *, client: Any = None) -> None:
+    def __init__(self, url: str, *, client: Any = None, endpoint: str | None = None) -> None:
         if not url.startswith("s3://"):
             raise ConfigError(f"not an s3:// url: {url!r}")
         bucket, _, prefix = url[5:].partition("/")
@@ -104,13 +247,14 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._client = client
+        self._endpoint = endpoint
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3  # lazy: boto3 is heavy and only S3 registries need it
+            from ._settings import make_s3_client  # lazy: boto3 is heavy
 
-            self._client = boto3.client("s3", endpoint_url=os.environ.get("STRATO_S3_ENDPOINT"))
+            self._client = make_s3_client(self._endpoint)
         return self._client
 
     def _key(self, key: str) -> str:
@@ -125,23 +269,66 @@ class S3Store:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ModelNotFound(f"{what} not found in registry {self.url}") from None
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise _Conflict(what) from None
             if code in ("NoSuchBucket", "AccessDenied", "403"):
                 raise ConfigError(f"{what}: {code} on {self.url}") from exc
             raise Unavailable(f"{what}: S3 error {code}: {exc}", backend="s3") from exc
         except BotoCoreError as exc:
             raise Unavailable(f"{what}: cannot reach S3: {exc}", backend="s3") from exc
 
-    def read_bytes(self, key: str) -> bytes:
-        body = self._call(
+    def _get(self, key: str) -> Any:
+        return self._call(
             key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         )
-        return bytes(body["Body"].read())
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def read_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_bytes(key))
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        """The object's bytes as they stream in; a dropped link is `Unavailable`."""
+        body = self._get(key)["Body"]
+        return self._chunks(body, key)
+
+    def _chunks(self, body: Any, key: str) -> Iterator[bytes]:
+        chunks = body.iter_chunks(CHUNK)
+        while True:
+            try:
+                chunk = self._call(key, lambda: next(chunks, b""))
+            except (OSError, ValueError) as exc:  # urllib3 protocol errors are OSError/ValueError
+                raise Unavailable(f"{key}: download broke off: {exc}", backend="s3") from exc
+            if not chunk:
+                body.close()
+                return
+            yield chunk
+
+    def _put(self, key: str, data: bytes, **condition: str) -> None:
         self._call(
             key,
-            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data),
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+            ),
         )
+
+    def replace_bytes(self, key: str, data: bytes) -> None:
+        """One `PutObject`: readers see the old or the new object, never half of one."""
+        self._put(key, data)
+
+    def update(self, key: str, change: Callable[[bytes | None], bytes]) -> None:
+        """Read-modify-write `key` with `IfMatch=<etag>` (`IfNoneMatch` when absent), retried."""
+        for attempt in range(_UPDATE_ATTEMPTS):
+            try:
+                found = self._get(key)
+                current: bytes | None = found["Body"].read()
+                condition = {"IfMatch": str(found["ETag"])}
+            except ModelNotFound:
+                current, condition = None, {"IfNoneMatch": "*"}
+            try:
+                self._put(key, change(current), **condition)
+                return
+            except _Conflict:
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise Unavailable(f"{key}: {_UPDATE_ATTEMPTS} conflicting writers in a row", backend="s3")
 
     def exists(self, key: str) -> bool:
         try:
@@ -180,24 +367,35 @@ class S3Store:
             found += [obj["Key"][len(page["_prefix"]) :] for obj in page.get("Contents", [])]
         return sorted(found)
 
-    def download(self, key: str, dest: Path) -> None:
-        self._call(key, lambda: self.client.download_file(self.bucket, self._key(key), str(dest)))
+    def publish_version(
+        self, source: Path, prefix: str, files: Sequence[str], manifest: bytes
+    ) -> None:
+        """Claim `prefix` (conditional put), upload `files`, then commit the manifest."""
+        try:
+            self._put(f"{prefix}/{CLAIM}", uuid.uuid4().hex.encode(), IfNoneMatch="*")
+        except _Conflict:
+            raise VersionExists(
+                f"{prefix} is taken in {self.url}; versions are immutable"
+            ) from None
+        if self.exists(f"{prefix}/manifest.json"):  # published before claims existed
+            raise VersionExists(f"{prefix} already exists in {self.url}; versions are immutable")
+        for relpath in files:
+            self._upload(source / relpath, self._key(f"{prefix}/{relpath}"))
+        try:
+            self._put(f"{prefix}/manifest.json", manifest, IfNoneMatch="*")
+        except _Conflict:
+            raise VersionExists(f"{prefix} was committed by someone else in {self.url}") from None
 
-    def upload_tree(self, source: Path, prefix: str, *, last: str) -> None:
-        """Upload every file, `last` (the manifest) at the end: a version exists once it does."""
-        if self.exists(f"{prefix}/{last}"):
-            raise FileExistsError(f"{prefix} already exists in {self.url}; versions are immutable")
-        files = sorted(p for p in source.rglob("*") if p.is_file())
-        for path in sorted(files, key=lambda p: p.relative_to(source).as_posix() == last):
-            key = self._key(f"{prefix}/{path.relative_to(source).as_posix()}")
-            self._upload(path, key)
 
     def _upload(self, path: Path, key: str) -> None:
         self._call(key, lambda: self.client.upload_file(str(path), self.bucket, key))
 
 
-def open_store(root: str | os.PathLike[str], *, s3_client: Any = None) -> LocalStore | S3Store:
+def open_store(
+    root: str | os.PathLike[str], *, s3_client: Any = None, s3_endpoint: str | None = None
+) -> LocalStore | S3Store:
+    """The store a registry root names: `s3://bucket/prefix`, else a local folder."""
     text = os.fspath(root)
     if text.startswith("s3://"):
-        return S3Store(text, client=s3_client)
+        return S3Store(text, client=s3_client, endpoint=s3_endpoint)
     return LocalStore(text)

@@ -18,9 +18,6 @@ from strato._signing import (
     generate_keypair,
     load_public_key,
     resolve_trusted_keys,
-    sign_bundle,
-    sign_registry_version,
-    verify_bundle,
 )
 from typer.testing import CliRunner
 
@@ -53,7 +50,7 @@ def test_keygen_writes_private_key_0600_and_refuses_overwrite(tmp_path):
 def test_signed_bundle_verifies_and_manifest_records_signature(tiny_bundle, keys):
     alice, _ = keys
     before = {a.path: a.sha256 for a in tiny_bundle.manifest.artifacts}
-    signed = sign_bundle(tiny_bundle.root, alice.private_path)
+    signed = Bundle.load(tiny_bundle.root, verify=False).sign(alice.private_path)
     raw = json.loads((tiny_bundle.root / "manifest.json").read_text())
     assert raw["signature"]["algorithm"] == "ed25519"
     assert raw["signature"]["key_id"] == alice.key_id == signed.signature["key_id"]
@@ -65,7 +62,7 @@ def test_signed_bundle_verifies_and_manifest_records_signature(tiny_bundle, keys
 def test_no_trusted_keys_means_no_enforcement(tiny_bundle):
     assert resolve_trusted_keys() is None
     assert Bundle.load(tiny_bundle.root).signature is None
-    assert verify_bundle(tiny_bundle) is None
+    assert tiny_bundle.check_signature() is None
 
 
 def test_unsigned_bundle_refused_when_env_configures_keys(tiny_bundle, keys, monkeypatch):
@@ -78,7 +75,7 @@ def test_unsigned_bundle_refused_when_env_configures_keys(tiny_bundle, keys, mon
 
 def test_unknown_key_lists_trusted_key_ids(tiny_bundle, keys):
     alice, mallory = keys
-    sign_bundle(tiny_bundle.root, mallory.private_path)
+    Bundle.load(tiny_bundle.root, verify=False).sign(mallory.private_path)
     with pytest.raises(SignatureError) as info:
         Bundle.load(tiny_bundle.root, trusted_keys=[alice.public_path])
     message = str(info.value)
@@ -88,7 +85,7 @@ def test_unknown_key_lists_trusted_key_ids(tiny_bundle, keys):
 
 def test_tampered_manifest_does_not_verify(tiny_bundle, keys):
     alice, _ = keys
-    sign_bundle(tiny_bundle.root, alice.private_path)
+    Bundle.load(tiny_bundle.root, verify=False).sign(alice.private_path)
     path = tiny_bundle.root / "manifest.json"
     raw = json.loads(path.read_text())
     raw["labels"][0] = "seven"  # a relabelled model is a different model
@@ -102,7 +99,7 @@ def test_tampered_manifest_does_not_verify(tiny_bundle, keys):
 def test_replaced_artifact_with_rehashed_manifest_is_signature_error(tiny_bundle, keys):
     """An attacker who swaps the model and fixes its sha256 in the manifest breaks the signature."""
     alice, _ = keys
-    sign_bundle(tiny_bundle.root, alice.private_path)
+    Bundle.load(tiny_bundle.root, verify=False).sign(alice.private_path)
     model = tiny_bundle.path_of("model.onnx")
     evil = bytearray(model.read_bytes())
     evil[-64:] = bytes(64)  # other weights
@@ -118,7 +115,7 @@ def test_replaced_artifact_with_rehashed_manifest_is_signature_error(tiny_bundle
 
 def test_changed_file_under_valid_signature_stays_integrity_error(tiny_bundle, keys):
     alice, _ = keys
-    sign_bundle(tiny_bundle.root, alice.private_path)
+    Bundle.load(tiny_bundle.root, verify=False).sign(alice.private_path)
     model = tiny_bundle.path_of("model.onnx")
     data = bytearray(model.read_bytes())
     data[200] ^= 0x01
@@ -169,7 +166,7 @@ def test_trusted_key_configuration_errors(tmp_path, keys):
 def test_registry_version_signed_in_place_and_enforced(tiny_registry, keys, monkeypatch):
     alice, mallory = keys
     onnx_before = (tiny_registry.store.root / "tiny/1/model.onnx").read_bytes()
-    sign_registry_version(tiny_registry, "tiny@prod", alice.private_path)
+    tiny_registry.sign("tiny@prod", alice.private_path)
     assert (tiny_registry.store.root / "tiny/1/model.onnx").read_bytes() == onnx_before
     assert tiny_registry.manifest("tiny:1").signature["key_id"] == alice.key_id
     trusting = Registry(tiny_registry.url, trusted_keys=alice.public_path)
@@ -190,7 +187,7 @@ def test_s3_download_refuses_wrongly_signed_bundle(
     s3.create_bucket(Bucket="signed-models")
     reg = Registry("s3://signed-models/team", s3_client=s3, cache_dir=tmp_path / "cache")
     reg.publish(tiny_bundle, alias="prod")
-    sign_registry_version(reg, "tiny@prod", alice.private_path)
+    reg.sign("tiny@prod", alice.private_path)
     monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(mallory.public_path))
     target = tmp_path / "pulled" / "tiny" / "1"
     with pytest.raises(SignatureError, match=f"{alice.key_id}, which is not trusted"):
@@ -262,7 +259,7 @@ def test_loading_without_keys_does_not_import_signing(tiny_bundle):
 def test_edge_pull_refuses_unsigned_and_installs_signed(tiny_registry, keys, tmp_path, monkeypatch):
     sync = pytest.importorskip("strato_edge.sync")
     alice, _ = keys
-    sign_registry_version(tiny_registry, "tiny:1", alice.private_path)
+    tiny_registry.sign("tiny:1", alice.private_path)
     monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
     store = tmp_path / "device"
     result = sync.pull("tiny:1", source=tiny_registry, store=store)
@@ -305,14 +302,15 @@ def test_lambda_s3_loader_checks_the_published_signature(
     s3.create_bucket(Bucket="signed-lambda")
     reg = Registry("s3://signed-lambda/m", s3_client=s3)
     reg.publish(_bundle_with_plan(tiny_bundle), alias="prod")
-    sign_registry_version(reg, "tiny@prod", alice.private_path)
+    reg.sign("tiny@prod", alice.private_path)
     cache = tmp_path / "lambda-cache"
     monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(mallory.public_path))
     with pytest.raises(SignatureError, match="not trusted"):
-        loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
-    assert not (cache / "tiny" / "1").exists()
+        loader.fetch_s3_bundle(reg.url, ModelRef.parse("tiny@prod"), cache, s3_client=s3)
+    assert not cache.exists()
     monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(alice.public_path))
-    bundle = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny@prod"), cache)
-    assert [a.kind for a in bundle.manifest.artifacts] == ["onnx"]  # the plan stayed in S3
-    again = loader.fetch_s3_bundle(reg.store, ModelRef.parse("tiny:1"), cache)  # cache hit
-    assert again.root == bundle.root
+    bundle = loader.fetch_s3_bundle(reg.url, ModelRef.parse("tiny@prod"), cache, s3_client=s3)
+    assert sorted(p.name for p in bundle.root.iterdir()) == ["manifest.json", "model.onnx"]
+    assert bundle.check_signature() == alice.key_id  # the manifest is kept as signed
+    again = loader.fetch_s3_bundle(reg.url, ModelRef.parse("tiny:1"), cache, s3_client=s3)
+    assert again.root == bundle.root  # cache hit

@@ -47,7 +47,9 @@ def available_providers() -> list[str]:
     return [p for p in PROVIDER_ORDER if p in offered] or ["CPUExecutionProvider"]
 
 
-def _session(path: str, providers: Sequence[str], threads: int | None) -> Any:
+def _session(
+    model: bytes, providers: Sequence[str], threads: int | None, *, name: str = "model"
+) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -57,9 +59,9 @@ def _session(path: str, providers: Sequence[str], threads: int | None) -> Any:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(path, sess_options=options, providers=list(providers))
+        return ort.InferenceSession(model, sess_options=options, providers=list(providers))
     except Exception as exc:  # ORT raises its own exception types, not importable lazily
-        raise BundleError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        raise BundleError(f"ONNX Runtime cannot load {name}: {exc}") from exc
 
 
 class OnnxRuntimeEngine(Engine):
@@ -75,8 +77,12 @@ class OnnxRuntimeEngine(Engine):
     ) -> None:
         self.bundle = bundle
         self.artifact = artifact
+        # the very bytes that were hashed: a file swapped after verification is never loaded
         self._session = _session(
-            str(bundle.path_of(artifact)), providers or available_providers(), threads
+            bundle.read_verified(artifact),
+            providers or available_providers(),
+            threads,
+            name=f"{bundle.ref} {artifact.path}",
         )
         self.providers = list(self._session.get_providers())
         manifest = bundle.manifest

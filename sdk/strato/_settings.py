@@ -1,0 +1,45 @@
+"""Settings the SDK reads from the environment, each in exactly one place.
+
+Every function resolves explicit argument > `STRATO_*` environment variable > default, at the
+moment it is called (so a test or a long-lived process that changes the environment is honoured).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = [
+    "S3_ENDPOINT_ENV",
+    "TRUSTED_KEYS_ENV",
+    "make_s3_client",
+    "s3_endpoint",
+    "trusted_keys_spec",
+]
+
+TRUSTED_KEYS_ENV = "STRATO_TRUSTED_KEYS"
+S3_ENDPOINT_ENV = "STRATO_S3_ENDPOINT"
+
+
+def _resolve(explicit: str | None, env: str) -> str | None:
+    if explicit is not None and explicit.strip():
+        return explicit.strip()
+    value = os.environ.get(env, "").strip()
+    return value or None
+
+
+def trusted_keys_spec(explicit: str | None = None) -> str | None:
+    """The trusted-keys spec (comma-separated PEM files/folders): argument > env > none."""
+    return _resolve(explicit, TRUSTED_KEYS_ENV)
+
+
+def s3_endpoint(explicit: str | None = None) -> str | None:
+    """The S3 endpoint URL (moto, MinIO, a VPC endpoint): argument > env > AWS's default."""
+    return _resolve(explicit, S3_ENDPOINT_ENV)
+
+
+def make_s3_client(endpoint: str | None = None) -> Any:
+    """A boto3 S3 client at `s3_endpoint(endpoint)`; boto3 is imported only here, lazily."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint(endpoint))
