@@ -12,6 +12,7 @@ from ._errors import (
     BundleError,
     ConfigError,
     DatasetError,
+    DowngradeRefused,
     EngineError,
     EngineMismatch,
     ExportError,
@@ -30,6 +31,7 @@ from ._errors import (
     TransportError,
     Unauthorized,
     Unavailable,
+    VersionExists,
 )
 from ._messages import InferRequest, InferResponse
 from ._outbox import Queued
@@ -56,6 +58,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "DatasetError",
+    "DowngradeRefused",
     "Edge",
     "EngineError",
     "EngineMismatch",
@@ -88,6 +91,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "Unavailable",
+    "VersionExists",
     "__version__",
     "make_bundle",
     "policies",
