@@ -65,10 +65,9 @@ class Settings:
         unknown = set(explicit) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown settings: {sorted(unknown)}")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {k: v for k, v in explicit.items() if v is not None}
         for name, env_names in _ENV.items():
-            if explicit.get(name) is not None:
-                values[name] = explicit[name]
+            if name in values:
                 continue
             for env_name in env_names:
                 if os.environ.get(env_name):
