@@ -173,4 +173,26 @@ class ParityError(ExportError):
 
 
 class QuantizationError(ExportError):
-    """A quantized artifact lost more accuracy than allowed."""
+    """A quantization recipe failed, or its artifact failed the task's gate.
+
+    `recipe` names the recipe (e.g. ``int8-dynamic``), `node` the op or input that failed,
+    `output` the model output, `figure`/`value` the gate figure and `row` the worst gate row."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        recipe: str = "",
+        node: str = "",
+        output: str = "",
+        figure: str = "",
+        value: float | None = None,
+        row: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.recipe = recipe
+        self.node = node
+        self.output = output
+        self.figure = figure
+        self.value = value
+        self.row = row

@@ -1,8 +1,11 @@
-"""Quantization on digits: int8 size and accuracy gate, QuantizationError, fp16 in ORT, the default."""
+"""Quantization on digits: recipes, the classification gate, QuantizationError, fp16, the default;
+two-input models from --data, ORT temp files kept out of the cwd, the per-layer search, aliases."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -95,8 +98,11 @@ def op_types(path: Path) -> set[str]:
 def test_optimize_bundle_publishes_gated_int8_with_calibration(
     mlp_registry: Registry, digits: Dataset
 ) -> None:
-    ref, summary = optimize_bundle(mlp_registry, "digits-mlp:1", digits)
+    ref, summary = optimize_bundle(
+        mlp_registry, "digits-mlp:1", digits, modes=("int8-static",), alias="prod"
+    )
     assert str(ref) == "digits-mlp:2"
+    assert str(mlp_registry.resolve("digits-mlp@prod")) == "digits-mlp:2"
     bundle = mlp_registry.open(ref)
     manifest = bundle.manifest
     paths = {a.path: a for a in manifest.artifacts}
@@ -129,6 +135,8 @@ def test_optimize_bundle_publishes_gated_int8_with_calibration(
         "cascade_threshold",
         "edge_share",
     }
+    # Calibrated on what the edge serves, not on fp32.
+    assert manifest.calibration["artifact"] == default
     assert manifest.extra["parent"] == "digits-mlp:1"
     # The runtime serves the measured default, and picks int8 on request.
     assert load_engine(bundle, prefer_tensorrt=False).artifact.path == default
@@ -154,18 +162,25 @@ def test_accuracy_gate_refuses_a_model_int8_breaks(
     publish_mlp(
         registry, tmp_path / "src", "fragile", *sabotaged_weights(mlp_weights), digits.labels
     )
-    with pytest.raises(QuantizationError, match=r"model\.int8\.(qdq|qoperator)\.onnx loses"):
-        quantize_bundle(registry, "fragile:1", digits, max_drop=1.0)
+    with pytest.raises(
+        QuantizationError, match=r"model\.int8\.(qdq|qoperator)\.onnx .* classification gate"
+    ) as caught:
+        quantize_bundle(registry, "fragile:1", digits, max_drop=1.0, modes=("int8-static",))
     assert registry.versions("fragile") == ["1"]  # nothing published
+    error = caught.value
+    assert error.recipe in ("qdq", "qoperator") and error.output == "logits"
+    assert error.figure in ("accuracy_drop_points", "agreement") and error.row is not None
 
-    ref, summary = quantize_bundle(registry, "fragile:1", digits, force=True)
+    ref, summary = quantize_bundle(
+        registry, "fragile:1", digits, force=True, modes=("int8-static",)
+    )
     failed = [p for p, m in summary["artifacts"].items() if m.get("gate") == "failed"]
     assert failed
     assert registry.manifest(ref).serving["default"] not in failed
 
 
 def test_tiny_max_drop_is_enforced(mlp_registry: Registry, digits: Dataset) -> None:
-    with pytest.raises(QuantizationError, match=r"max drop -5\.0"):
+    with pytest.raises(QuantizationError, match=r"need <= -5"):
         quantize_bundle(
             mlp_registry, "digits-mlp:1", digits, max_drop=-5.0, modes=("int8-dynamic",)
         )
@@ -240,6 +255,8 @@ def test_strato_quantize_cli_json(mlp_registry: Registry) -> None:
             "digits-mlp:1",
             "--mode",
             "int8-static",
+            "--dataset",
+            "digits",
             "--registry",
             mlp_registry.url,
             "--samples",
@@ -259,12 +276,20 @@ def test_strato_quantize_cli_json(mlp_registry: Registry) -> None:
 def test_strato_quantize_cli_table_shows_both_precisions(mlp_registry: Registry) -> None:
     result = CliRunner().invoke(
         app,
-        ["quantize", "digits-mlp:1", "--calibrate", "--registry", mlp_registry.url],
+        [
+            "quantize",
+            "digits-mlp:1",
+            "--calibrate",
+            "--dataset",
+            "digits",
+            "--registry",
+            mlp_registry.url,
+        ],
         env={"COLUMNS": "160"},
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    assert "model.onnx" in result.output and "int8/qoperator" in result.output
+    assert "model.onnx" in result.output and "int8/dynamic" in result.output
     assert "serving default" in result.output and "cascade threshold" in result.output
 
 
@@ -281,6 +306,8 @@ def test_quickstart_step_moves_the_context_to_the_optimized_version(
     assert str(ctx.ref) == "digits-mlp:2"
     assert ctx.bundle is not None and ctx.bundle.version == "2"
     assert ctx.summary["optimize"]["calibration"]["cascade_threshold"] > 0
+    # The quickstart ends with prod on the optimized version, so the edge serves int8.
+    assert str(mlp_registry.resolve("digits-mlp@prod")) == "digits-mlp:2"
 
 
 def test_report_json_of_a_published_run_gains_calibration_and_quantization(
@@ -300,3 +327,147 @@ def test_report_json_of_a_published_run_gains_calibration_and_quantization(
     assert "model.int8.qdq.onnx" in report["quantization"]["artifacts"]
     original = json.loads(registry.open(source).path_of("report.json").read_text())
     assert "calibration" not in original and original["accuracy"] == report["accuracy"]
+
+
+def test_auto_searches_per_layer_when_no_uniform_recipe_passes(
+    tmp_path: Path, mlp_weights: Any, digits: Dataset
+) -> None:
+    """The sabotaged MLP: every uniform int8 recipe fails (the 1e4 unit wrecks the hidden
+    layer's activation range); keeping the one layer that reads it in fp32 passes."""
+    registry = Registry(tmp_path / "registry")
+    publish_mlp(
+        registry, tmp_path / "src", "fragile", *sabotaged_weights(mlp_weights), digits.labels
+    )
+    ref, summary = quantize_bundle(registry, "fragile:1", digits, samples=64)
+    mixed = [p for p, m in summary["artifacts"].items() if m.get("fp32_layers")]
+    assert mixed == ["model.int8.dynamic-mixed.onnx"]
+    found = summary["artifacts"][mixed[0]]
+    assert found["gate"] == "passed" and found["accuracy_drop_points"] <= 1.0
+    assert found["fp32_layers"] == ["Gemm_3"]  # the second Gemm, which reads the outlier unit
+    assert found["size_ratio"] < 0.7
+    assert found["cost_vs_uniform"]["size_ratio"] > 1.0  # fp32 weights cost bytes
+    assert found["search"]["trials"] <= 24
+    # The failing uniform artifacts are refused, not published.
+    assert {"model.int8.dynamic.onnx", "model.int8.qdq.onnx"} <= set(summary["refused"])
+    published = {a.path for a in registry.manifest(ref).artifacts}
+    assert mixed[0] in published and "model.int8.dynamic.onnx" not in published
+
+
+def write_two_input(path: Path) -> Path:
+    from quant_models import dense_layers, write_dense
+
+    first = {"features": dense_layers(0, [6, 16])[0], "context": dense_layers(1, [4, 16])[0]}
+    return write_dense(
+        path,
+        inputs={"features": 6, "context": 4},
+        first=first,
+        trunk=dense_layers(2, [16, 16]),
+        heads={"score": dense_layers(3, [16, 3])[0]},
+    )
+
+
+def test_cli_quantizes_a_two_input_model_from_named_arrays_and_moves_the_alias(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quant_models import publish_model
+
+    registry = Registry(tmp_path / "registry")
+    publish_model(
+        registry,
+        write_two_input(tmp_path / "two.onnx"),
+        tmp_path / "src",
+        name="two",
+        task="classification",
+    )
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "rows.npz", features=rng.normal(size=(64, 6)), context=rng.normal(size=(64, 4))
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    result = CliRunner().invoke(
+        app,
+        ["quantize", "two:1", "--data", str(tmp_path / "rows.npz"), "--alias", "prod",
+         "--registry", registry.url, "--json"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["ref"] == "two:2" and printed["alias"] == "prod"
+    assert str(registry.resolve("two@prod")) == "two:2"
+    dynamic = printed["artifacts"]["model.int8.dynamic.onnx"]
+    assert dynamic["gate"] == "passed" and dynamic["gate_samples"] == 32
+    assert dynamic["agreement"] >= 0.97
+    engine = load_engine(registry.open("two@prod"), precision="int8")
+    out = engine.infer(
+        {"features": np.zeros((2, 6), np.float32), "context": np.zeros((2, 4), np.float32)}
+    )
+    assert out["score"].shape == (2, 3)
+    assert list(cwd.iterdir()) == []
+
+
+def test_cli_names_the_missing_input(tmp_path: Path) -> None:
+    from quant_models import publish_model
+
+    registry = Registry(tmp_path / "registry")
+    publish_model(
+        registry,
+        write_two_input(tmp_path / "two.onnx"),
+        tmp_path / "src",
+        name="two",
+        task="generic",
+    )
+    np.savez(tmp_path / "rows.npz", features=np.zeros((8, 6)))
+    run = subprocess.run(
+        [sys.executable, "-c", "from strato._cli import main; main()", "quantize", "two:1",
+         "--data", str(tmp_path / "rows.npz"), "--registry", registry.url],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "missing ['context']" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_symbolic_shape_failure_is_reported_and_leaves_nothing_in_the_cwd(
+    mlp_registry: Registry, digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT's symbolic shape inference, when incomplete, saves sym_shape_infer_temp.onnx and
+    a <uuid>.data into the working directory and raises: make it incomplete for real."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    monkeypatch.setattr(
+        SymbolicShapeInference, "_infer_impl", lambda self: setattr(self, "run_", False)
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    _, summary = quantize_bundle(mlp_registry, "digits-mlp:1", digits, modes=("int8-dynamic",))
+    notes = summary["artifacts"]["model.int8.dynamic.onnx"]["notes"]
+    assert "symbolic shape inference failed" in notes[0]
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_recipe_that_cannot_run_is_a_typed_error_naming_the_recipe(
+    tmp_path: Path, digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.onnx").write_bytes(b"not an onnx graph")
+    registry.publish(
+        make_bundle(
+            src, name="broken", version="1",
+            inputs=[TensorSpec("input", "FP32", (-1, 1, 28, 28))],
+            outputs=[TensorSpec("logits", "FP32", (-1, 10))],
+            artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
+        )
+    )  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+    with pytest.raises(Exception) as caught:
+        quantize_bundle(registry, "broken:1", digits, modes=("int8-dynamic",))
+    from strato import StratoError
+
+    assert isinstance(caught.value, StratoError)
+    assert set(tmp_path.iterdir()) == before

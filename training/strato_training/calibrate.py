@@ -4,6 +4,11 @@
 negative log-likelihood of softmax(logits / T), measures the expected calibration error (ECE)
 before and after, and picks the cascade threshold: the lowest calibrated confidence at which the
 predictions the edge keeps (confidence >= threshold) reach `target_precision` on validation.
+When no threshold does, `cascade_threshold` is None and `threshold_status` "unreachable" (a real
+threshold of 1.0 is "reached"). A temperature fit that runs into its search bound is widened once
+(to [0.001, 1000]); one that still sits on a bound is refused (`ConfigError`): the validation
+logits say nothing about confidence (a random model, or a perfectly separated split).
+Only classifiers are calibrated; bad shapes or targets are `ConfigError`s.
 The returned dict is what `manifest.calibration` holds; the SDK's Cascade policy applies
 `temperature` to the logits and compares the top probability with `cascade_threshold`.
 """
@@ -14,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from strato import ConfigError
 
 __all__ = [
     "Calibration",
@@ -21,29 +27,38 @@ __all__ = [
     "cascade_threshold",
     "expected_calibration_error",
     "fit_temperature",
+    "fit_temperature_bounds",
     "nll",
     "softmax",
 ]
 
 _T_MIN, _T_MAX = 0.05, 20.0
+_T_WIDE = (1e-3, 1e3)
+# A fit within this factor of a bound counts as on the bound.
+_BOUND_SLACK = 1.02
 
 
 @dataclass(frozen=True)
 class Calibration:
     temperature: float
+    temperature_bounds: tuple[float, float]
     ece_before: float
     ece_after: float
     nll_before: float
     nll_after: float
-    cascade_threshold: float
+    cascade_threshold: float | None
     target_precision: float
     edge_share: float
-    edge_precision: float
+    edge_precision: float | None
     samples: int
+    threshold_status: str = "reached"
 
     def to_manifest(self) -> dict[str, Any]:
-        """Rounded for the manifest (keys the SDK reads: temperature, cascade_threshold)."""
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        """Rounded for the manifest (keys the SDK reads: temperature, cascade_threshold; the
+        threshold is null when no confidence reaches the target precision)."""
+        raw = asdict(self)
+        raw["temperature_bounds"] = list(self.temperature_bounds)
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in raw.items()}
 
 
 def softmax(logits: np.ndarray[Any, Any], temperature: float = 1.0) -> np.ndarray[Any, Any]:
@@ -63,20 +78,56 @@ def nll(
     return float(np.mean(log_z - scaled[np.arange(len(labels)), labels]))
 
 
-def fit_temperature(logits: np.ndarray[Any, Any], labels: np.ndarray[Any, Any]) -> float:
-    """The T in [0.05, 20] minimising validation NLL (bounded 1-D search over log T)."""
+def _search_temperature(
+    logits: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], bounds: tuple[float, float]
+) -> float:
     from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]
 
-    labels = np.asarray(labels, dtype=np.int64)
     result = minimize_scalar(
         lambda log_t: nll(logits, labels, float(np.exp(log_t))),
-        bounds=(np.log(_T_MIN), np.log(_T_MAX)),
+        bounds=(np.log(bounds[0]), np.log(bounds[1])),
         method="bounded",
         options={"xatol": 1e-4},
     )
-    best = float(np.exp(result.x))
+    return float(np.exp(result.x))
+
+
+def _on_bound(temperature: float, bounds: tuple[float, float]) -> bool:
+    return temperature <= bounds[0] * _BOUND_SLACK or temperature >= bounds[1] / _BOUND_SLACK
+
+
+def fit_temperature_bounds(
+    logits: np.ndarray[Any, Any], labels: np.ndarray[Any, Any]
+) -> tuple[float, tuple[float, float]]:
+    """(T, the search bounds used): T minimising validation NLL in [0.05, 20], widened to
+    [0.001, 1000] when it lands on a bound; `ConfigError` when it still does."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if (np.asarray(logits).argmax(axis=1) == labels).all():
+        # Every row right: NLL keeps falling as T -> 0, the fit has no minimum to find.
+        raise ConfigError(
+            "the temperature fit runs to its lower bound: every validation row is predicted "
+            "right (a perfectly separated split); calibrate on more or harder validation rows"
+        )
+    bounds = (_T_MIN, _T_MAX)
+    best = _search_temperature(logits, labels, bounds)
+    if _on_bound(best, bounds):
+        bounds = _T_WIDE
+        best = _search_temperature(logits, labels, bounds)
+        if _on_bound(best, bounds):
+            side = "lower" if best < 1 else "upper"
+            raise ConfigError(
+                f"the temperature fit hits its {side} bound ({best:.4g}, searched "
+                f"[{bounds[0]}, {bounds[1]}]): the validation logits carry no usable confidence "
+                f"({'a perfectly separated split' if side == 'lower' else 'a model near chance'}"
+                f"); calibrate on more or harder validation rows, or a trained model"
+            )
     # Never return a temperature that is worse than doing nothing.
-    return best if nll(logits, labels, best) <= nll(logits, labels, 1.0) else 1.0
+    return (best if nll(logits, labels, best) <= nll(logits, labels, 1.0) else 1.0), bounds
+
+
+def fit_temperature(logits: np.ndarray[Any, Any], labels: np.ndarray[Any, Any]) -> float:
+    """The T minimising validation NLL (see `fit_temperature_bounds`)."""
+    return fit_temperature_bounds(logits, labels)[0]
 
 
 def expected_calibration_error(
@@ -98,12 +149,12 @@ def expected_calibration_error(
 
 def cascade_threshold(
     probs: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], target_precision: float = 0.99
-) -> tuple[float, float, float]:
+) -> tuple[float | None, float, float | None]:
     """(threshold, edge_share, edge_precision): the lowest confidence whose kept set reaches
-    `target_precision`. When no threshold does, 1.0 with share 0: everything goes to the cloud.
+    `target_precision`. When no threshold does: (None, 0.0, None), not a made-up 1.0.
     """
     if not 0.0 < target_precision <= 1.0:
-        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+        raise ConfigError(f"target_precision must be in (0, 1], got {target_precision}")
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
     order = np.argsort(-confidence, kind="stable")
@@ -114,7 +165,7 @@ def cascade_threshold(
     last_of_tie = np.append(conf_sorted[1:] < conf_sorted[:-1], True)
     ok = np.flatnonzero(last_of_tie & (precision >= target_precision))
     if ok.size == 0:
-        return 1.0, 0.0, 1.0
+        return None, 0.0, None
     cut = int(ok[-1])
     return float(conf_sorted[cut]), float(kept[cut] / len(order)), float(precision[cut])
 
@@ -129,15 +180,22 @@ def calibrate(
     """Fit the temperature, measure ECE before/after and choose the cascade threshold."""
     logits = np.asarray(val_logits, dtype=np.float64)
     labels = np.asarray(val_labels, dtype=np.int64)
-    if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
-        raise ValueError(
-            f"need (N, classes) logits and N labels, got {logits.shape}, {labels.shape}"
+    if logits.ndim != 2 or logits.shape[1] < 2 or len(logits) != len(labels) or not len(labels):
+        raise ConfigError(
+            f"calibration needs (N, classes >= 2) logits and N labels, got {logits.shape}, "
+            f"{labels.shape}"
         )
-    temperature = fit_temperature(logits, labels)
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ConfigError(
+            f"labels must be class indices in [0, {logits.shape[1]}), got "
+            f"{labels.min()}..{labels.max()}"
+        )
+    temperature, bounds = fit_temperature_bounds(logits, labels)
     before, after = softmax(logits), softmax(logits, temperature)
     threshold, share, precision = cascade_threshold(after, labels, target_precision)
     return Calibration(
         temperature=temperature,
+        temperature_bounds=bounds,
         ece_before=expected_calibration_error(before, labels, bins),
         ece_after=expected_calibration_error(after, labels, bins),
         nll_before=nll(logits, labels),
@@ -147,4 +205,5 @@ def calibrate(
         edge_share=share,
         edge_precision=precision,
         samples=len(labels),
+        threshold_status="reached" if threshold is not None else "unreachable",
     )

@@ -1,9 +1,12 @@
 """Registry-level steps: calibrate and quantize a published version into the next version.
 
-`optimize_bundle(registry, ref, dataset)` is the one call the quickstart makes: calibration on
-the validation split, int8-static (QDQ + QOperator) with the accuracy gate on the test split,
-latency of fp32 and every accurate artifact on this machine, and `serving.default` set to the
-fastest accurate artifact (never one slower than fp32). Returns the new `ModelRef` and a summary.
+`quantize_bundle(registry, ref, dataset)` (or `data=QuantizeData.load("x.npz", ...)` for an
+imported model) builds the recipes that fit the graph, gates each by the manifest's `task` on
+every output, searches per layer when nothing passes, times fp32 and every artifact that passed
+on this machine and sets `serving.default` to the fastest (never one slower than fp32).
+`optimize_bundle` also fits the temperature and cascade threshold of a classifier, on the
+artifact the edge will serve, and publishes both as ONE new version; `alias="prod"` moves an
+alias to it. `calibrate_bundle` calibrates alone (classifiers only: `ConfigError` otherwise).
 """
 
 from __future__ import annotations
@@ -14,18 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from strato import BundleError
+from strato import BundleError, ConfigError
 
 from strato_training.bundle_edit import NewFile, add_artifacts
 from strato_training.calibrate import calibrate
-from strato_training.quantize import (
-    evaluate_artifact,
-    gate,
-    measure_latency,
-    pick_default,
-    predict_logits,
-    quantize,
-)
+from strato_training.gates import GateConfig
+from strato_training.measure import predict_logits
+from strato_training.quantize_data import QuantizeData
+from strato_training.quantize_run import QuantizeOptions, QuantizeOutcome, run_quantization
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -34,16 +33,18 @@ if TYPE_CHECKING:
     from strato import Artifact, Bundle, ModelRef, Registry
 
     from strato_training.pipeline import QuickstartContext
-    from strato_training.quantize import QuantizedArtifact
 
 __all__ = [
     "Dataset",
     "Split",
     "calibrate_bundle",
+    "calibration_for",
     "optimize_bundle",
     "quantize_bundle",
     "quickstart_step",
 ]
+
+REPORT = "report.json"
 
 
 class Split(Protocol):
@@ -74,7 +75,18 @@ def _say(on_step: Callable[[str], None] | None, text: str) -> None:
         on_step(text)
 
 
-REPORT = "report.json"
+def _data_for(bundle: Bundle, dataset: Dataset | None, data: QuantizeData | None) -> QuantizeData:
+    if data is not None:
+        return data
+    inputs = [spec.name for spec in bundle.manifest.inputs]
+    if dataset is None:
+        raise ConfigError(
+            f"{bundle.ref} needs calibration and gate data: --data FILE.npz with one array per "
+            f"input ({', '.join(inputs)}), or --dataset for a model trained by strato train"
+        )
+    if len(inputs) != 1:
+        raise ConfigError(f"a built-in dataset feeds one input; {bundle.ref} has {inputs}")
+    return QuantizeData.from_dataset(dataset, inputs[0])
 
 
 def _report_update(bundle: Bundle, workdir: Path, updates: dict[str, Any]) -> list[NewFile]:
@@ -89,125 +101,161 @@ def _report_update(bundle: Bundle, workdir: Path, updates: dict[str, Any]) -> li
     return [(target, {"path": REPORT, "kind": "file"})]
 
 
-def calibration_for(bundle: Bundle, dataset: Dataset, target_precision: float) -> dict[str, Any]:
-    logits = predict_logits(bundle.path_of(_fp32(bundle)), dataset.val.x)
-    return calibrate(logits, dataset.val.y, target_precision=target_precision).to_manifest()
+def calibration_for(
+    bundle: Bundle,
+    dataset: Dataset | None,
+    target_precision: float,
+    *,
+    data: QuantizeData | None = None,
+    artifact: Path | None = None,
+    artifact_path: str | None = None,
+) -> dict[str, Any]:
+    """Temperature + cascade threshold of a classifier, fitted on the logits of the artifact
+    the edge serves (`artifact`, else the bundle's serving default) on the validation rows."""
+    task = bundle.manifest.task
+    if task != "classification":
+        raise ConfigError(
+            f"{bundle.ref} is a {task} model: temperature scaling and the cascade threshold "
+            "apply to classifiers only (a cascade on other tasks takes confidence=)"
+        )
+    found = _data_for(bundle, dataset, data)
+    if found.val is None or found.val_targets is None:
+        raise ConfigError("calibration needs the true classes of the rows: pass --targets")
+    served = bundle.select()
+    file = artifact or bundle.path_of(served)
+    logits = predict_logits(file, found.val)
+    result = calibrate(logits, found.val_targets, target_precision=target_precision)
+    return {**result.to_manifest(), "artifact": artifact_path or served.path}
 
 
 def calibrate_bundle(
     registry: Registry,
     ref: str | ModelRef,
-    dataset: Dataset,
+    dataset: Dataset | None = None,
     *,
     target_precision: float = 0.99,
+    data: QuantizeData | None = None,
 ) -> tuple[ModelRef, dict[str, Any]]:
     """Temperature + ECE + cascade threshold into `manifest.calibration` of the next version."""
     bundle = registry.open(ref)
-    found = calibration_for(bundle, dataset, target_precision)
+    found = calibration_for(bundle, dataset, target_precision, data=data)
     with tempfile.TemporaryDirectory(prefix="strato-calibrate-") as tmp:
         files = _report_update(bundle, Path(tmp), {"calibration": found})
         new_ref = add_artifacts(registry, bundle.ref, files, calibration=found, note="calibrate")
     return new_ref, {"ref": str(new_ref), "from": bundle.ref, "calibration": found}
 
 
-def _evaluate(
+def _publish(
+    registry: Registry,
     bundle: Bundle,
     workdir: Path,
-    dataset: Dataset,
-    modes: Sequence[str],
-    samples: int,
-    on_step: Callable[[str], None] | None,
-) -> tuple[list[Any], dict[str, dict[str, Any]]]:
-    fp32 = _fp32(bundle)
-    fp32_file = bundle.path_of(fp32)
-    made = []
-    for mode in modes:
-        _say(on_step, f"quantize {mode}")
-        made += quantize(fp32_file, workdir, mode, calibration_x=dataset.train.x, samples=samples)
-    _say(on_step, "evaluate on the test split")
-    reference = predict_logits(fp32_file, dataset.test.x)
-    metrics = {
-        fp32.path: evaluate_artifact(
-            fp32_file, dataset.test.x, dataset.test.y, reference, fp32.size
-        )
+    outcome: QuantizeOutcome,
+    calibration: dict[str, Any] | None,
+    *,
+    note: str,
+    alias: str | None,
+) -> ModelRef:
+    serving = {
+        "default": outcome.default,
+        "default_reason": outcome.reason,
+        "measured_on": f"onnxruntime CPU, {platform.machine()} {platform.processor()}".strip(),
     }
-    for item in made:
-        found = evaluate_artifact(
-            workdir / item.path, dataset.test.x, dataset.test.y, reference, fp32.size
-        )
-        metrics[item.path] = {**found, "precision": item.precision, "format": item.format}
-    return made, metrics
-
-
-def _time_and_pick(
-    bundle: Bundle,
-    workdir: Path,
-    made: Sequence[QuantizedArtifact],
-    metrics: dict[str, dict[str, Any]],
-    dataset: Dataset,
-    batch: int,
-) -> tuple[str, str]:
-    """Time fp32 and every artifact (into `metrics[path]["latency"]`); pick the default."""
-    fp32 = _fp32(bundle)
-    files = {fp32.path: bundle.path_of(fp32), **{m.path: workdir / m.path for m in made}}
-    timed = measure_latency(list(files.values()), dataset.test.x, batch=batch)
-    latency = {path: timed[str(file)] for path, file in files.items()}
-    for path, timing in latency.items():
-        metrics[path]["latency"] = timing
-    return pick_default(fp32.path, latency, metrics)
+    files: list[NewFile] = [(workdir / m.path, m.artifact_spec()) for m in outcome.made]
+    quantization = {
+        "default": outcome.default,
+        "default_reason": outcome.reason,
+        "artifacts": outcome.metrics,
+        "refused": outcome.refused,
+    }
+    updates: dict[str, Any] = {"quantization": quantization}
+    if calibration is not None:
+        updates["calibration"] = calibration
+    files += _report_update(bundle, workdir, updates)
+    return add_artifacts(
+        registry,
+        bundle.ref,
+        files,
+        metrics=outcome.metrics,
+        calibration=calibration,
+        serving=serving,
+        note=note,
+        alias=alias,
+    )
 
 
 def quantize_bundle(
     registry: Registry,
     ref: str | ModelRef,
-    dataset: Dataset,
+    dataset: Dataset | None = None,
     *,
-    modes: Sequence[str] = ("int8-static",),
+    data: QuantizeData | None = None,
+    modes: Sequence[str] = ("auto",),
     samples: int = 256,
     max_drop: float = 1.0,
     force: bool = False,
     calibration: dict[str, Any] | None = None,
+    calibrate_precision: float | None = None,
+    gate: GateConfig | None = None,
+    search: bool = True,
+    max_trials: int = 24,
     latency_batch: int = 32,
+    alias: str | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[ModelRef, dict[str, Any]]:
-    """Quantize, gate, time, pick the default and publish the next version of `ref`."""
+    """Quantize, gate by task, (search), time, pick the default, [calibrate the default when
+    `calibrate_precision`] and publish the next version of `ref` (moving `alias` to it)."""
     bundle = registry.open(ref)
     fp32 = _fp32(bundle)
+    found = _data_for(bundle, dataset, data)
+    options = QuantizeOptions(
+        modes=tuple(modes),
+        samples=samples,
+        gate=gate or GateConfig(max_drop=max_drop),
+        force=force,
+        search=search,
+        max_trials=max_trials,
+        latency_batch=latency_batch,
+    )
+    task = bundle.manifest.task
+    if calibrate_precision is not None and task != "classification":
+        raise ConfigError(
+            f"{bundle.ref} is a {task} model: calibration (temperature, cascade threshold) "
+            "applies to classifiers only"
+        )
     with tempfile.TemporaryDirectory(prefix="strato-quantize-") as tmp:
         workdir = Path(tmp)
-        made, metrics = _evaluate(bundle, workdir, dataset, modes, samples, on_step)
-        gate({m.path: metrics[m.path] for m in made}, max_drop=max_drop, force=force)
-        _say(on_step, f"latency at batch {latency_batch} on this CPU")
-        default, reason = _time_and_pick(bundle, workdir, made, metrics, dataset, latency_batch)
-        serving = {
-            "default": default,
-            "default_reason": reason,
-            "measured_on": f"onnxruntime CPU, {platform.machine()} {platform.processor()}".strip(),
-        }
-        files: list[NewFile] = [(workdir / m.path, m.artifact_spec()) for m in made]
-        quantization = {"default": default, "default_reason": reason, "artifacts": metrics}
-        updates = {"quantization": quantization}
-        if calibration is not None:
-            updates["calibration"] = calibration
-        files += _report_update(bundle, workdir, updates)
-        _say(on_step, "publish")
-        new_ref = add_artifacts(
-            registry,
-            bundle.ref,
-            files,
-            metrics=metrics,
-            calibration=calibration,
-            serving=serving,
-            note="quantize " + ", ".join(modes),
+        outcome = run_quantization(
+            bundle.path_of(fp32), fp32.path, workdir, task, found, options, on_step
         )
-    summary = {
+        if calibrate_precision is not None:
+            _say(on_step, f"calibrate {outcome.default} on the validation rows")
+            new = outcome.default != fp32.path
+            calibration = calibration_for(
+                bundle,
+                dataset,
+                calibrate_precision,
+                data=found,
+                artifact=workdir / outcome.default if new else None,
+                artifact_path=outcome.default,
+            )
+        _say(on_step, "publish")
+        note = "quantize " + ", ".join(modes)
+        new_ref = _publish(registry, bundle, workdir, outcome, calibration, note=note, alias=alias)
+    summary: dict[str, Any] = {
         "ref": str(new_ref),
         "from": bundle.ref,
+        "task": task,
         "fp32": fp32.path,
-        "default": default,
-        "default_reason": reason,
-        "artifacts": metrics,
+        "default": outcome.default,
+        "default_reason": outcome.reason,
+        "artifacts": outcome.metrics,
+        "refused": outcome.refused,
+        "data": {"source": found.source, "note": found.note},
     }
+    if outcome.search is not None:
+        summary["search"] = outcome.search
+    if alias:
+        summary["alias"] = alias
     if calibration is not None:
         summary["calibration"] = calibration
     return new_ref, summary
@@ -216,37 +264,43 @@ def quantize_bundle(
 def optimize_bundle(
     registry: Registry,
     ref: str | ModelRef,
-    dataset: Dataset,
+    dataset: Dataset | None = None,
     *,
+    data: QuantizeData | None = None,
     samples: int = 256,
     max_drop: float = 1.0,
     force: bool = False,
     target_precision: float = 0.99,
-    modes: Sequence[str] = ("int8-static",),
+    modes: Sequence[str] = ("auto",),
+    calibrate: bool | None = None,
+    alias: str | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[ModelRef, dict[str, Any]]:
-    """Calibrate + int8-static (QDQ and QOperator) + accuracy gate + fastest default, published
-    as ONE new version. The summary holds calibration, per-artifact metrics and the default."""
+    """Quantize + gate + fastest default, then (for a classifier, or when `calibrate`) the
+    temperature and cascade threshold fitted on that default, published as ONE new version.
+    `calibrate=True` on a model that is not a classifier is a `ConfigError`."""
     bundle = registry.open(ref)
-    _say(on_step, "calibrate on the validation split")
-    found = calibration_for(bundle, dataset, target_precision)
+    if calibrate is None:
+        calibrate = bundle.manifest.task == "classification"
     return quantize_bundle(
         registry,
         bundle.ref,
         dataset,
+        data=data,
         modes=modes,
         samples=samples,
         max_drop=max_drop,
         force=force,
-        calibration=found,
+        calibrate_precision=target_precision if calibrate else None,
+        alias=alias,
         on_step=on_step,
     )
 
 
 def quickstart_step(ctx: QuickstartContext) -> None:
-    """The quickstart's optimize step (insert it after "publish"): calibrate + int8-static on
-    the published version; the context then points at the new version, whose default serves."""
-    ref, summary = optimize_bundle(ctx.registry, ctx.need("ref"), ctx.need("dataset"))
+    """The quickstart's optimize step (insert it after "publish"): quantize + calibrate the
+    published version and point `prod` at the new one; the context then points at it."""
+    ref, summary = optimize_bundle(ctx.registry, ctx.need("ref"), ctx.need("dataset"), alias="prod")
     ctx.ref = ref
     ctx.bundle = ctx.registry.open(ref)
     ctx.summary["optimize"] = summary

@@ -1,59 +1,121 @@
-"""INT8 and FP16 artifacts from an fp32 ONNX model, gated on accuracy and measured for speed.
+"""INT8 and FP16 artifacts from an fp32 ONNX model: the recipes, and which ones fit a graph.
 
-Modes:
-- ``int8-static``: ONNX Runtime static quantization, a calibration reader over N training
-  samples, per-channel weights. Two artifacts: QDQ with symmetric int8 activations and weights
-  (TensorRT's explicit quantization) and QOperator (fastest ONNX Runtime CPU kernels).
-- ``int8-dynamic``: weights int8, activations quantized at run time (MatMul/Gemm models only:
-  ConvInteger is 6-9x slower than fp32 on CPU, so a conv model never serves it by default).
+Recipes (`RECIPES`, each one artifact):
+- ``dynamic``: ONNX Runtime dynamic quantization of MatMul/Gemm with constant weights, int8
+  per-channel weights, activations quantized at run time. What transformer encoders need
+  (static recipes turn a sentence encoder into noise); never Conv (ConvInteger is 6-9x slower
+  than fp32 on CPU).
+- ``qoperator``: static quantization, uint8 activations, int8 per-channel weights, ORT's fastest
+  CPU kernels (QLinearConv, QGemm). What conv nets serve on CPU.
+- ``qdq``: static QDQ with symmetric int8 activations and weights, float biases: TensorRT's
+  explicit quantization, so it is always produced for the TensorRT path.
 - ``fp16``: float16 weights, float32 inputs and outputs kept (for GPUs; no speed-up on CPU).
 
-Every artifact is evaluated on the test split (accuracy, top-1 agreement with fp32, size) and
-refused with `QuantizationError` when it loses more than `max_drop` accuracy points, unless
-`force`. `measure_latency` times fp32 and every artifact on this machine, interleaved, and
-`pick_default` names the fastest accurate one, never one slower than fp32.
+Modes group recipes: ``int8-static`` = qoperator + qdq, ``int8-dynamic`` = dynamic, ``fp16``,
+and ``auto``: qoperator + qdq for a graph with convolutions, dynamic + qdq otherwise.
+
+ONNX Runtime's tools write temporary files into the working directory on failure
+(``sym_shape_infer_temp.onnx`` and a model-sized ``<uuid>.data``), so they run inside a private
+temporary folder; a symbolic-shape-inference failure is reported in `QuantizedArtifact.notes`.
+Every failure is a `strato.QuantizationError` naming the recipe and, when ORT says so, the node.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
+import os
+import re
+import tempfile
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato import ConfigError, ExportError, QuantizationError
+from strato import ConfigError, QuantizationError
+
+from strato_training.measure import (
+    Feeds,
+    as_feeds,
+    measure_latency,
+    ort_session,
+    pick_default,
+    predict_logits,
+    rows_of,
+    run_outputs,
+    take_rows,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
-    from pathlib import Path
+    from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = [
     "MODES",
+    "RECIPES",
     "QuantizedArtifact",
+    "Recipe",
+    "auto_recipes",
+    "build_recipe",
+    "calibration_samples",
     "convert_fp16",
-    "evaluate_artifact",
     "measure_latency",
     "pick_default",
     "predict_logits",
+    "preprocessed",
+    "quantizable_nodes",
     "quantize",
     "quantize_int8_dynamic",
     "quantize_int8_static",
+    "recipes_for",
+    "run_outputs",
     "strip_debug_info",
 ]
 
-MODES = ("int8-static", "int8-dynamic", "fp16")
-# Switching the default away from fp32 needs a clear win, not measurement noise.
-SPEEDUP_MARGIN = 0.05
+MODES = ("auto", "int8-static", "int8-dynamic", "fp16")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to make one artifact. `op_types`: the ops whose layers the recipe quantizes (the
+    candidates of a per-layer search)."""
+
+    name: str
+    precision: str
+    format: str
+    op_types: tuple[str, ...]
+    needs_calibration: bool
+
+    def path(self, stem: str, *, mixed: bool = False) -> str:
+        if self.name == "fp16":
+            return f"{stem}.fp16.onnx"
+        return f"{stem}.int8.{self.format}{'-mixed' if mixed else ''}.onnx"
+
+
+RECIPES = {
+    "dynamic": Recipe("dynamic", "int8", "dynamic", ("MatMul", "Gemm"), False),
+    "qoperator": Recipe("qoperator", "int8", "qoperator", ("Conv", "MatMul", "Gemm"), True),
+    "qdq": Recipe("qdq", "int8", "qdq", ("Conv", "MatMul", "Gemm"), True),
+    "fp16": Recipe("fp16", "fp16", "fp16", (), False),
+}
+_MODE_RECIPES = {
+    "int8-static": ("qoperator", "qdq"),
+    "int8-dynamic": ("dynamic",),
+    "fp16": ("fp16",),
+}
 
 
 @dataclass(frozen=True)
 class QuantizedArtifact:
-    """One produced file: `path` is relative to the output folder (and then to the bundle)."""
+    """One produced file: `path` is relative to the output folder (and then to the bundle).
+    `fp32_layers` are the layers a per-layer search kept in fp32; `notes` what ORT reported."""
 
     path: str
     precision: str
     format: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    recipe: str = ""
+    fp32_layers: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def artifact_spec(self) -> dict[str, Any]:
         return {
@@ -64,43 +126,92 @@ class QuantizedArtifact:
         }
 
 
-def _ort_session(path: Path | str, threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT's exception types are not importable lazily
-        raise ExportError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+_CWD_LOCK = threading.Lock()
 
 
-def predict_logits(
-    path: Path | str, x: np.ndarray[Any, Any], *, batch: int = 256
-) -> np.ndarray[Any, Any]:
-    """The model's first output for `x`, in batches, on the ONNX Runtime CPU provider."""
-    session = _ort_session(path)
-    name = session.get_inputs()[0].name
-    chunks = [
-        session.run(None, {name: np.ascontiguousarray(x[i : i + batch], dtype=np.float32)})[0]
-        for i in range(0, len(x), batch)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
+@contextlib.contextmanager
+def _private_cwd() -> Iterator[Path]:
+    """Run ORT's tools inside a temporary working directory, so what they drop there on failure
+    never lands in the caller's. Paths given to them must be absolute."""
+    with _CWD_LOCK, tempfile.TemporaryDirectory(prefix="strato-ort-") as tmp:
+        previous = os.getcwd()
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(previous)
+
+
+_NODE = re.compile(r"[Nn]ode(?: name)?[ :(]+'?\"?([\w/.:\-]+)")
+
+
+def _failure(recipe: str, source: Path, exc: Exception) -> QuantizationError:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    found = _NODE.search(str(exc))
+    node = found.group(1) if found else ""
+    where = f" at node {node!r}" if node else ""
+    return QuantizationError(
+        f"{recipe} quantization of {source.name} failed{where}: {message}", recipe=recipe, node=node
+    )
+
+
+def preprocessed(fp32_path: Path, workdir: Path) -> tuple[Path, tuple[str, ...]]:
+    """ORT's pre-pass (shape inference + graph folding) before quantization, cached in
+    `workdir`. A symbolic-shape-inference failure is retried without it and reported."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = (workdir / f".{fp32_path.stem}.pre.onnx").resolve()
+    note_file = out.with_suffix(".notes")
+    if out.exists():
+        kept = note_file.read_text().splitlines() if note_file.exists() else []
+        return out, tuple(kept)
+    notes: list[str] = []
+    with _private_cwd():
+        try:
+            quant_pre_process(str(fp32_path.resolve()), str(out), skip_symbolic_shape=False)
+        except Exception as exc:
+            notes.append(
+                f"symbolic shape inference failed ({str(exc).strip() or type(exc).__name__}); "
+                "quantized with ONNX shape inference only"
+            )
+            try:
+                quant_pre_process(str(fp32_path.resolve()), str(out), skip_symbolic_shape=True)
+            except Exception as again:
+                raise _failure("pre-process", fp32_path, again) from again
+    _name_nodes(out)
+    note_file.write_text("\n".join(notes))
+    return out, tuple(notes)
+
+
+def _name_nodes(path: Path) -> None:
+    """Give every unnamed node a stable name (`<op>_<index>`): layers are excluded by name."""
+    import onnx
+
+    model = onnx.load(str(path))
+    taken = {node.name for node in model.graph.node if node.name}
+    renamed = False
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            renamed = True
+    if renamed:
+        onnx.save(model, str(path))
 
 
 class _SampleReader:
-    """ORT's CalibrationDataReader protocol over an array: a few samples per `get_next()`."""
+    """ORT's CalibrationDataReader protocol over named arrays: a few rows per `get_next()`."""
 
-    def __init__(self, input_name: str, samples: np.ndarray[Any, Any], batch: int = 32) -> None:
-        self._batches: Iterator[dict[str, np.ndarray[Any, Any]]] = iter(
-            {input_name: np.ascontiguousarray(samples[i : i + batch], dtype=np.float32)}
-            for i in range(0, len(samples), batch)
+    def __init__(self, samples: Feeds, batch: int = 32) -> None:
+        total = rows_of(samples)
+        self._batches: Iterator[Feeds] = iter(
+            take_rows(samples, slice(i, i + batch)) for i in range(0, total, batch)
         )
 
-    def get_next(self) -> dict[str, np.ndarray[Any, Any]] | None:
+    def get_next(self) -> Feeds | None:
         return next(self._batches, None)
 
     def rewind(self) -> None:  # pragma: no cover - ORT calls it only for some calibrators
@@ -108,68 +219,85 @@ class _SampleReader:
 
 
 def calibration_samples(
-    x: np.ndarray[Any, Any], samples: int, seed: int = 0
-) -> np.ndarray[Any, Any]:
+    x: np.ndarray[Any, Any] | Mapping[str, np.ndarray[Any, Any]], samples: int, seed: int = 0
+) -> Feeds | np.ndarray[Any, Any]:
+    """`samples` rows picked at random (same rows of every input), in their original order."""
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
-    pick = np.random.default_rng(seed).permutation(len(x))[:samples]
-    return np.asarray(x[np.sort(pick)], dtype=np.float32)
-
-
-def _preprocessed(fp32_path: Path, workdir: Path) -> Path:
-    """ORT's recommended pre-pass (shape inference + graph folding) before static quantization."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    out = workdir / f".{fp32_path.stem}.pre.onnx"
-    if not out.exists():
-        try:
-            quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=False)
-        except Exception:  # a graph the pre-pass cannot handle still quantizes without it
-            return fp32_path
-    return out
+    feeds = {"": x} if isinstance(x, np.ndarray) else dict(x)
+    total = rows_of(feeds)
+    pick = np.sort(np.random.default_rng(seed).permutation(total)[:samples])
+    chosen = take_rows(feeds, pick)
+    return chosen[""] if isinstance(x, np.ndarray) else chosen
 
 
 def quantize_int8_static(
-    fp32_path: Path, out_path: Path, samples: np.ndarray[Any, Any], *, fmt: str = "qdq"
-) -> Path:
-    """Static int8: `qdq` (symmetric int8 activations, TensorRT) or `qoperator` (ORT CPU)."""
+    fp32_path: Path,
+    out_path: Path,
+    samples: np.ndarray[Any, Any] | Mapping[str, np.ndarray[Any, Any]],
+    *,
+    fmt: str = "qdq",
+    nodes_to_exclude: Sequence[str] = (),
+) -> tuple[Path, tuple[str, ...]]:
+    """Static int8: `qdq` (symmetric int8 activations, TensorRT) or `qoperator` (ORT CPU).
+    Returns the file and ORT's notes."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if fmt not in ("qdq", "qoperator"):
         raise ConfigError(f"int8 format must be 'qdq' or 'qoperator', got {fmt!r}")
-    source = _preprocessed(fp32_path, out_path.parent)
-    input_name = _ort_session(source).get_inputs()[0].name
+    source, notes = preprocessed(fp32_path, out_path.parent)
+    feeds = as_feeds(ort_session(source), samples)
     qdq = fmt == "qdq"
-    try:
-        quantize_static(
-            str(source),
-            str(out_path),
-            _SampleReader(input_name, samples),
-            quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
-            per_channel=True,
-            activation_type=QuantType.QInt8 if qdq else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            # TensorRT dequantizes int8 weights but not int32 biases: QDQ keeps biases float.
-            extra_options={
-                "ActivationSymmetric": qdq,
-                "WeightSymmetric": True,
-                "QuantizeBias": not qdq,
-            },
-        )
-    except Exception as exc:
-        raise ExportError(f"static int8 ({fmt}) quantization of {fp32_path} failed: {exc}") from exc
-    return out_path
+    with _private_cwd():
+        try:
+            quantize_static(
+                str(source),
+                str(out_path.resolve()),
+                _SampleReader(feeds),
+                quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
+                per_channel=True,
+                activation_type=QuantType.QInt8 if qdq else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=_ort_names(nodes_to_exclude),
+                # TensorRT dequantizes int8 weights but not int32 biases: QDQ keeps biases float.
+                extra_options={
+                    "ActivationSymmetric": qdq,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": not qdq,
+                },
+            )
+        except Exception as exc:
+            raise _failure(fmt, fp32_path, exc) from exc
+    return out_path, notes
 
 
-def quantize_int8_dynamic(fp32_path: Path, out_path: Path) -> Path:
+def quantize_int8_dynamic(
+    fp32_path: Path, out_path: Path, *, nodes_to_exclude: Sequence[str] = ()
+) -> tuple[Path, tuple[str, ...]]:
+    """Dynamic int8 of MatMul/Gemm with constant weights, per-channel int8 weights."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    try:
-        source = _preprocessed(fp32_path, out_path.parent)
-        quantize_dynamic(str(source), str(out_path), weight_type=QuantType.QInt8)
-    except Exception as exc:
-        raise ExportError(f"dynamic int8 quantization of {fp32_path} failed: {exc}") from exc
-    return out_path
+    source, notes = preprocessed(fp32_path, out_path.parent)
+    with _private_cwd():
+        try:
+            quantize_dynamic(
+                str(source),
+                str(out_path.resolve()),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=list(RECIPES["dynamic"].op_types),
+                nodes_to_exclude=_ort_names(nodes_to_exclude),
+                extra_options={"MatMulConstBOnly": True},
+            )
+        except Exception as exc:
+            raise _failure("dynamic", fp32_path, exc) from exc
+    return out_path, notes
+
+
+def _ort_names(layers: Sequence[str]) -> list[str]:
+    """Names to exclude: ORT rewrites a Gemm it cannot quantize as `<name>_MatMul` + Add
+    before it looks the name up, so a Gemm layer is excluded under both names."""
+    return [n for layer in layers for n in (layer, f"{layer}_MatMul")]
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
@@ -177,11 +305,12 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    try:
-        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-        onnx.save(model, str(out_path))
-    except Exception as exc:
-        raise ExportError(f"fp16 conversion of {fp32_path} failed: {exc}") from exc
+    with _private_cwd():
+        try:
+            model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+            onnx.save(model, str(out_path.resolve()))
+        except Exception as exc:
+            raise _failure("fp16", fp32_path, exc) from exc
     return out_path
 
 
@@ -199,130 +328,99 @@ def strip_debug_info(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def auto_recipes(fp32_path: Path) -> tuple[str, ...]:
+    """The recipes that fit the graph: static (QOperator + QDQ) for a conv net, dynamic
+    MatMul/Gemm + QDQ otherwise (transformers, MLPs). QDQ is always kept for TensorRT."""
+    if "Conv" in _op_types(fp32_path):
+        return ("qoperator", "qdq")
+    return ("dynamic", "qdq")
+
+
+def recipes_for(mode: str, fp32_path: Path) -> tuple[str, ...]:
+    if mode == "auto":
+        return auto_recipes(fp32_path)
+    if mode not in _MODE_RECIPES:
+        raise ConfigError(f"unknown quantization mode {mode!r}; choose one of {', '.join(MODES)}")
+    return _MODE_RECIPES[mode]
+
+
+def quantizable_nodes(path: Path, recipe: str) -> list[str]:
+    """Names of the layers `recipe` quantizes in the (pre-processed) graph, in graph order:
+    nodes of its op types, with a constant weight for the dynamic recipe."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    constants |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    wanted = RECIPES[recipe].op_types
+    found = []
+    for node in graph.node:
+        if node.op_type not in wanted or not node.name:
+            continue
+        if recipe == "dynamic" and not any(i in constants for i in node.input[1:2]):
+            continue
+        found.append(node.name)
+    return found
+
+
+def build_recipe(
+    recipe: str,
+    fp32_path: Path,
+    out_dir: Path,
+    *,
+    calibration: np.ndarray[Any, Any] | Mapping[str, np.ndarray[Any, Any]] | None = None,
+    stem: str = "model",
+    nodes_to_exclude: Sequence[str] = (),
+    path: str | None = None,
+) -> QuantizedArtifact:
+    """Make the one artifact of `recipe` in `out_dir`, layers in `nodes_to_exclude` kept fp32."""
+    spec = RECIPES[recipe]
+    relpath = path or spec.path(stem, mixed=bool(nodes_to_exclude))
+    target = out_dir / relpath
+    notes: tuple[str, ...] = ()
+    if recipe == "fp16":
+        convert_fp16(fp32_path, target)
+    elif recipe == "dynamic":
+        _, notes = quantize_int8_dynamic(fp32_path, target, nodes_to_exclude=nodes_to_exclude)
+    else:
+        if calibration is None:
+            raise ConfigError(f"the {recipe} recipe needs calibration samples (--data)")
+        _, notes = quantize_int8_static(
+            fp32_path, target, calibration, fmt=recipe, nodes_to_exclude=nodes_to_exclude
+        )
+    strip_debug_info(target)
+    return QuantizedArtifact(
+        relpath,
+        spec.precision,
+        spec.format,
+        recipe=recipe,
+        fp32_layers=tuple(nodes_to_exclude),
+        notes=notes,
+    )
+
+
 def quantize(
     fp32_path: Path,
     out_dir: Path,
     mode: str,
     *,
-    calibration_x: np.ndarray[Any, Any] | None = None,
+    calibration_x: np.ndarray[Any, Any] | Mapping[str, np.ndarray[Any, Any]] | None = None,
     samples: int = 256,
     stem: str = "model",
 ) -> list[QuantizedArtifact]:
-    """Write the artifacts of `mode` into `out_dir` (no gate yet; see `evaluate_artifact`)."""
+    """Write the artifacts of `mode` into `out_dir` (no gate here: see `strato_training.gates`).
+    `calibration_x`: an array for a one-input model, or one named array per input."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if mode == "int8-static":
+    recipes = recipes_for(mode, fp32_path)
+    chosen = None
+    if any(RECIPES[r].needs_calibration for r in recipes):
         if calibration_x is None:
-            raise ConfigError("int8-static needs calibration samples (the training split)")
+            raise ConfigError(f"{mode} needs calibration samples (--data or the training split)")
         chosen = calibration_samples(calibration_x, samples)
-        made = []
-        for fmt in ("qoperator", "qdq"):
-            path = f"{stem}.int8.{fmt}.onnx"
-            quantize_int8_static(fp32_path, out_dir / path, chosen, fmt=fmt)
-            strip_debug_info(out_dir / path)
-            made.append(QuantizedArtifact(path, "int8", fmt))
-        return made
-    if mode == "int8-dynamic":
-        path = f"{stem}.int8.dynamic.onnx"
-        quantize_int8_dynamic(fp32_path, out_dir / path)
-        strip_debug_info(out_dir / path)
-        return [QuantizedArtifact(path, "int8", "dynamic")]
-    if mode == "fp16":
-        path = f"{stem}.fp16.onnx"
-        convert_fp16(fp32_path, out_dir / path)
-        strip_debug_info(out_dir / path)
-        return [QuantizedArtifact(path, "fp16", "fp16")]
-    raise ConfigError(f"unknown quantization mode {mode!r}; choose one of {', '.join(MODES)}")
-
-
-def evaluate_artifact(
-    path: Path,
-    x: np.ndarray[Any, Any],
-    y: np.ndarray[Any, Any],
-    reference_logits: np.ndarray[Any, Any],
-    reference_size: int,
-) -> dict[str, Any]:
-    """Test-split accuracy, top-1 agreement with fp32 and size of one artifact."""
-    logits = predict_logits(path, x)
-    top1 = logits.argmax(axis=1)
-    reference_accuracy = float((reference_logits.argmax(axis=1) == y).mean())
-    accuracy = float((top1 == y).mean())
-    size = path.stat().st_size
-    return {
-        "accuracy": round(accuracy, 6),
-        "agreement": round(float((top1 == reference_logits.argmax(axis=1)).mean()), 6),
-        "accuracy_drop_points": round((reference_accuracy - accuracy) * 100, 4),
-        "size": size,
-        "size_ratio": round(size / reference_size, 4),
-        "test_samples": len(y),
-    }
-
-
-def gate(metrics: dict[str, dict[str, Any]], *, max_drop: float, force: bool) -> None:
-    """Mark each artifact `gate: passed|failed`; `QuantizationError` on a failure unless `force`."""
-    failed = []
-    for path, found in metrics.items():
-        found["gate"] = "passed" if found["accuracy_drop_points"] <= max_drop else "failed"
-        if found["gate"] == "failed":
-            failed.append(f"{path} loses {found['accuracy_drop_points']:.2f} points")
-    if failed and not force:
-        raise QuantizationError(
-            f"accuracy gate (max drop {max_drop} points) refused: "
-            + "; ".join(failed)
-            + " (use --force to publish anyway)"
-        )
-
-
-def measure_latency(
-    paths: Sequence[Path],
-    x: np.ndarray[Any, Any],
-    *,
-    batch: int = 32,
-    rounds: int = 60,
-    budget_s: float = 3.0,
-    threads: int | None = None,
-) -> dict[str, dict[str, float]]:
-    """p50/p99 milliseconds of one `run` per model at `batch`, rounds interleaved across models
-    so background load hits every model alike. Stops early after `budget_s` seconds."""
-    sessions = [_ort_session(p, threads) for p in paths]
-    names = [s.get_inputs()[0].name for s in sessions]
-    reps = -(-batch // len(x))
-    feed = np.ascontiguousarray(np.concatenate([x] * reps)[:batch], dtype=np.float32)
-    for session, name in zip(sessions, names, strict=True):
-        session.run(None, {name: feed})  # warm-up: first run allocates
-    timings: list[list[float]] = [[] for _ in sessions]
-    deadline = time.perf_counter() + budget_s
-    for _ in range(rounds):
-        for i, (session, name) in enumerate(zip(sessions, names, strict=True)):
-            start = time.perf_counter()
-            session.run(None, {name: feed})
-            timings[i].append((time.perf_counter() - start) * 1e3)
-        if time.perf_counter() > deadline and len(timings[0]) >= 5:
-            break
-    return {
-        str(p): {
-            "p50_ms": round(float(np.percentile(t, 50)), 4),
-            "p99_ms": round(float(np.percentile(t, 99)), 4),
-            "batch": batch,
-        }
-        for p, t in zip(paths, timings, strict=True)
-    }
-
-
-def pick_default(
-    fp32_path: str,
-    latency: dict[str, dict[str, float]],
-    metrics: dict[str, dict[str, Any]],
-    *,
-    margin: float = SPEEDUP_MARGIN,
-) -> tuple[str, str]:
-    """(artifact path, reason): the fastest artifact that passed the gate and beats fp32 by
-    more than `margin`; fp32 otherwise. Never an artifact slower than fp32."""
-    base = latency[fp32_path]["p50_ms"]
-    best, best_ms = fp32_path, base
-    for path, timing in latency.items():
-        passed = metrics.get(path, {}).get("gate") == "passed"
-        if passed and timing["p50_ms"] < base * (1 - margin) and timing["p50_ms"] < best_ms:
-            best, best_ms = path, timing["p50_ms"]
-    if best == fp32_path:
-        return best, f"no gated artifact beats fp32 ({base:.3f} ms) by more than {margin:.0%}"
-    return best, f"{best_ms:.3f} ms vs fp32 {base:.3f} ms at batch {latency[best]['batch']:.0f}"
+    return [build_recipe(r, fp32_path, out_dir, calibration=chosen, stem=stem) for r in recipes]
