@@ -69,14 +69,21 @@ def weight_bytes(path: Path) -> int:
 def measure_model(
     files: dict[str, Path], dataset: Any, rounds: int, budget_s: float
 ) -> dict[str, Any]:
-    from strato_training.quantize import evaluate_artifact, measure_latency, predict_logits
+    from strato_training.gates import gate_outputs
+    from strato_training.quantize import measure_latency, run_outputs
 
-    reference = predict_logits(files["fp32"], dataset.test.x)
+    reference = run_outputs(files["fp32"], dataset.test.x)
     size = files["fp32"].stat().st_size
-    rows: dict[str, Any] = {
-        fmt: evaluate_artifact(files[fmt], dataset.test.x, dataset.test.y, reference, size)
-        for fmt in FORMATS
-    }
+    rows: dict[str, Any] = {}
+    for fmt in FORMATS:
+        found = gate_outputs(
+            "classification",
+            reference,
+            run_outputs(files[fmt], dataset.test.x),
+            targets=dataset.test.y,
+        ).to_metrics()
+        file_size = files[fmt].stat().st_size
+        rows[fmt] = {**found, "size": file_size, "size_ratio": round(file_size / size, 4)}
     weights = {fmt: weight_bytes(files[fmt]) for fmt in FORMATS}
     for fmt in FORMATS:
         rows[fmt]["weight_bytes"] = weights[fmt]
