@@ -70,16 +70,38 @@ def _checked(response: Any) -> Any:
 
 
 def _load_input(path: Path) -> Any:
+    """One array from a .npy, or every array of a .npz by name."""
     import numpy as np
 
     with path.open("rb") as handle:
         magic = handle.read(6)
+    if magic[:4] == b"PK\x03\x04":  # .npz is a zip archive
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise fail(f"--input {path}: cannot read it as .npz ({exc})", 2) from None
     if magic != b"\x93NUMPY":
-        raise fail(f"--input {path} is not a .npy file (write one with numpy.save)", 2)
+        raise fail(f"--input {path} is not a .npy file (numpy.save) or .npz (numpy.savez)", 2)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise fail(f"--input {path}: cannot read it as .npy ({exc})", 2) from None
+
+
+def _named(given: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """The file's arrays by input name; never an input filled at random."""
+    names = [spec["name"] for spec in meta["inputs"]]
+    if not isinstance(given, dict):
+        if len(names) != 1:
+            raise fail(f"the model takes {len(names)} inputs {names}: pass an .npz by name", 2)
+        return {names[0]: given}
+    if len(given) == 1 and len(names) == 1:
+        return {names[0]: next(iter(given.values()))}
+    missing = [n for n in names if n not in given]
+    if missing or len(given) != len(names):
+        raise fail(f"--input holds {sorted(given)} but the model takes {names}", 2)
+    return {n: given[n] for n in names}
 
 
 def models(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
@@ -109,7 +131,7 @@ def predict(
         typer.Option(
             "--input",
             "-i",
-            help=".npy file with the first input's batch.",
+            help=".npz with one array per input (by name), or .npy for a one-input model.",
             exists=True,
             dir_okay=False,
             readable=True,
@@ -121,7 +143,7 @@ def predict(
     top: Annotated[int, typer.Option(help="Labels to show per row.")] = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send one inference request to a running server (random input unless --input).
+    """Send one inference request to a running server (random inputs when --input is not given).
 
     Example: strato edge predict digits-mlp --input digits.npy --url http://127.0.0.1:8000
     """
@@ -134,9 +156,7 @@ def predict(
     given = _load_input(input_file) if input_file is not None else None
     with _http(url, token) as http:
         meta = _checked(http.get(base)).json()
-        inputs = random_inputs(meta)
-        if given is not None:
-            inputs[meta["inputs"][0]["name"]] = given
+        inputs = random_inputs(meta) if given is None else _named(given, meta)
         body, length = encode_request(inputs, binary=binary, binary_outputs=binary)
         headers = {HEADER_LENGTH: str(length)} if length is not None else {}
         response = _checked(http.post(f"{base}/infer", content=body, headers=headers))
@@ -152,6 +172,9 @@ def _print_prediction(
 ) -> None:
     import numpy as np
 
+    if meta.get("parameters", {}).get("task", "classification") != "classification":
+        _print_values(decoded, as_json)
+        return
     labels = meta.get("parameters", {}).get("labels") or []
     first = next(iter(decoded.outputs.values()))
     rows = []
@@ -185,6 +208,19 @@ def _print_prediction(
         f"precision={headers.get('x-strato-precision')}",
         err=True,
     )
+
+
+def _print_values(decoded: Any, as_json: bool) -> None:
+    """Outputs of a model that is not a classifier: the values, not a softmax."""
+    import numpy as np
+
+    if as_json:
+        outputs = {k: v.tolist() for k, v in decoded.outputs.items()}
+        echo_json({"model": f"{decoded.model_name}:{decoded.model_version}", "outputs": outputs})
+        return
+    with np.printoptions(precision=6, suppress=True, threshold=200):
+        for name, value in decoded.outputs.items():
+            typer.echo(f"{name} {value.dtype} {list(value.shape)}\n{value}")
 
 
 def bench(

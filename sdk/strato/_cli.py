@@ -165,7 +165,7 @@ def models_rollback(
 
 
 def load_array(path: Path) -> Any:
-    """Inputs from .npy, .npz (first array) or .json (a nested list)."""
+    """Inputs from .npy (one array), .json (a nested list) or .npz (every array, by name)."""
     import numpy as np
 
     if not path.is_file():
@@ -177,30 +177,56 @@ def load_array(path: Path) -> Any:
             return np.load(path, allow_pickle=False)
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
-                return archive[archive.files[0]]
+                arrays = {name: archive[name] for name in archive.files}
+            if not arrays:
+                raise ConfigError(f"{path} holds no arrays")
+            return arrays
         return np.asarray(json.loads(path.read_text()), dtype=np.float32)
     except (OSError, ValueError, EOFError, IndexError) as exc:
         raise ConfigError(f"cannot read {path} as {path.suffix[1:]}: {exc}") from None
 
 
+def _named_inputs(x: Any, metadata: dict[str, Any], path: Path) -> Any:
+    """An .npz's arrays go to the inputs of the same names; a lone array to a one-input model."""
+    names = [spec["name"] for spec in metadata.get("inputs", [])]
+    if not isinstance(x, dict):
+        return x
+    if len(x) == 1 and len(names) == 1 and names[0] not in x:
+        return next(iter(x.values()))
+    missing = [n for n in names if n not in x]
+    unknown = [n for n in x if n not in names]
+    if missing or unknown:
+        raise ConfigError(
+            f"{path} holds {sorted(x)} but the model takes {names}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (not inputs: {unknown})" if unknown else "")
+        )
+    return {n: x[n] for n in names}
+
+
 @app.command("predict")
 def predict(
     model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help=".npy, .npz or .json input.")],
+    input: Annotated[
+        Path,
+        typer.Option("--input", "-i", help=".npz (arrays named as the inputs), .npy or .json."),
+    ],
     registry: RegistryOpt = None,
     edge: Annotated[
         str | None, typer.Option(help="Edge daemon URL instead of the local registry.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Predict labels for the rows of an input file.
+    """Predict the rows of an input file: labels for classifiers, output values otherwise.
 
     Example: strato predict digits-mlp -i x.npy
+
+    Example: strato predict encoder -i sentences.npz --json
     """
     from ._client import Client
     from ._transports import Local
 
-    x = load_array(input)
+    raw = load_array(input)
     transport: Any
     if edge:
         from ._transports.edge import Edge
@@ -209,29 +235,57 @@ def predict(
     else:
         transport = Local(registry)
     with Client(edge=transport) as client:
-        result = client.classify(model, x)
+        metadata = client.metadata(model)
+        x = _named_inputs(raw, metadata, input)
+        task = metadata.get("parameters", {}).get("task", "classification")
+        if task == "classification" and len(metadata.get("outputs", [])) == 1:
+            _print_classes(client.classify(model, x), as_json)
+        else:
+            _print_values(client.predict(model, x), task, as_json)
+
+
+def _footer(pred: Any) -> None:
+    typer.echo(
+        f"# {pred.model_name}:{pred.model_version} served_by={pred.served_by} "
+        f"{pred.latency_ms:.2f} ms",
+        err=True,
+    )
+
+
+def _header(pred: Any) -> dict[str, Any]:
+    return {
+        "model": f"{pred.model_name}:{pred.model_version}",
+        "served_by": pred.served_by,
+        "latency_ms": round(pred.latency_ms, 3),
+    }
+
+
+def _print_classes(result: Any, as_json: bool) -> None:
     rows = [
         {"label": label, "confidence": round(float(conf), 4)}
         for label, conf in zip(result.labels, result.confidence.ravel(), strict=True)
     ]
     pred = result.prediction
     if as_json:
-        print_json(
-            {
-                "model": f"{pred.model_name}:{pred.model_version}",
-                "served_by": pred.served_by,
-                "latency_ms": round(pred.latency_ms, 3),
-                "predictions": rows,
-            }
-        )
+        print_json({**_header(pred), "predictions": rows})
         return
     for row in rows:
         typer.echo(f"{row['label']}\t{row['confidence']:.4f}")
-    typer.echo(
-        f"# {pred.model_name}:{pred.model_version} served_by={pred.served_by} "
-        f"{pred.latency_ms:.2f} ms",
-        err=True,
-    )
+    _footer(pred)
+
+
+def _print_values(pred: Any, task: str, as_json: bool) -> None:
+    import numpy as np
+
+    if as_json:
+        outputs = {name: value.tolist() for name, value in pred.outputs.items()}
+        print_json({**_header(pred), "task": task, "outputs": outputs})
+        return
+    with np.printoptions(precision=6, suppress=True, threshold=200, linewidth=100):
+        for name, value in pred.outputs.items():
+            typer.echo(f"{name} {value.dtype} {list(value.shape)}")
+            typer.echo(str(value))
+    _footer(pred)
 
 
 def _load_plugins() -> None:

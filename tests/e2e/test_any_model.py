@@ -256,3 +256,53 @@ def test_the_uint8_bundle_records_both_signatures(imported) -> None:
     assert model_input == {"name": "image", "datatype": "FP32", "shape": [-1, 3, 224, 224]}
     assert manifest.preprocessing["baked"] is True
     assert manifest.preprocessing["mean"] == list(MEAN)
+
+
+def _strato(*args: str):
+    import subprocess
+
+    from support.servers import STRATO
+
+    return subprocess.run([STRATO, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_predicts_map_npz_arrays_to_inputs_by_name(imported, edge: Proc, tmp_path: Path):
+    registry, cases = imported
+    case = cases["encoder"]
+    inputs = case.calls[1]
+    np.savez(
+        tmp_path / "sentences.npz",
+        attention_mask=inputs["attention_mask"],
+        **{"input_ids": inputs["input_ids"]},
+    )
+    expected = case.reference(inputs)["sentence_embedding"]
+    for args in (
+        ("predict", "encoder", "-i", str(tmp_path / "sentences.npz"), "-r", registry.url, "--json"),
+        ("predict", "encoder", "-i", str(tmp_path / "sentences.npz"), "--edge", edge.url, "--json"),
+        (
+            "edge",
+            "predict",
+            "encoder",
+            "-i",
+            str(tmp_path / "sentences.npz"),
+            "--url",
+            edge.url,
+            "--json",
+        ),
+    ):
+        done = _strato(*args)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+        got = np.asarray(json.loads(done.stdout)["outputs"]["sentence_embedding"], np.float32)
+        assert np.abs(got - expected).max() <= ATOL, args
+    np.save(tmp_path / "ids.npy", inputs["input_ids"])
+    refused = _strato(
+        "edge", "predict", "encoder", "-i", str(tmp_path / "ids.npy"), "--url", edge.url
+    )
+    assert refused.returncode == 2
+    assert "takes 2 inputs" in refused.stderr and "Traceback" not in refused.stderr
+    np.savez(tmp_path / "ids.npz", input_ids=inputs["input_ids"])
+    partial = _strato(
+        "edge", "predict", "encoder", "-i", str(tmp_path / "ids.npz"), "--url", edge.url
+    )
+    assert partial.returncode == 2
+    assert "the model takes ['input_ids', 'attention_mask']" in partial.stderr

@@ -30,6 +30,7 @@ def model_metadata(engine: Engine) -> dict[str, Any]:
         "inputs": [s.to_dict() for s in manifest.inputs],
         "outputs": [s.to_dict() for s in manifest.outputs],
         "parameters": {
+            "task": manifest.task,
             "labels": list(manifest.labels),
             "calibration": manifest.calibration,
             "cloud": manifest.serving.get("cloud", "allowed"),
