@@ -96,6 +96,12 @@ def serve(
         int | None,
         typer.Option(help="Also serve GET /metrics without the token on this port."),
     ] = None,
+    uds: Annotated[
+        Path | None, typer.Option(help="Also listen on this Unix domain socket (Edge('unix://…')).")
+    ] = None,
+    allow_shm: Annotated[
+        bool, typer.Option(help="Offer Triton's system shared memory to clients on this machine.")
+    ] = False,
     log_level: Annotated[
         str, typer.Option(help="debug, info, warning or error.", callback=_log_level)
     ] = "info",
@@ -135,6 +141,8 @@ def serve(
         workers=workers,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
+        uds=str(uds) if uds is not None else None,
+        allow_shm=allow_shm,
     )
     if grpc_port is not None:
         _check_grpc_extra()

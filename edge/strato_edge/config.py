@@ -136,6 +136,8 @@ class ServeConfig:
     watch_interval_s: float = 1.0
     threads: int | None = None
     workers: int = 4
+    uds: str | None = None  # also listen on this Unix domain socket
+    allow_shm: bool = False  # Triton's system shared-memory extension, for local clients
     grpc_port: int | None = None  # KServe v2 gRPC on this port too (None: off)
     metrics_port: int | None = None  # /metrics without a token on this port too (None: off)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
+import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +17,6 @@ from strato_edge.server import create_app
 
 if TYPE_CHECKING:
     import asyncio
-    import socket
     from collections.abc import Callable, Generator
 
     from strato_edge.config import ServeConfig
@@ -90,7 +92,9 @@ class EdgeUvicorn(uvicorn.Server):
     def bound_port(self) -> int:
         for server in getattr(self, "servers", []):
             for sock in server.sockets:
-                return int(sock.getsockname()[1])
+                name = sock.getsockname()
+                if isinstance(name, tuple):  # not the Unix socket
+                    return int(name[1])
         return int(self.config.port)
 
     @property
@@ -123,6 +127,10 @@ def _announce(server: EdgeUvicorn) -> None:
     mode = " (SageMaker mode)" if edge.config.sagemaker else ""
     print(f"strato edge serving {count} model(s) on {server.url}{mode}", flush=True)
     host = edge.config.host
+    if edge.config.uds is not None:
+        print(f"  also on unix://{edge.config.uds}", flush=True)
+    if edge.shm is not None:
+        print("  system shared memory on (local clients)", flush=True)
     if server.grpc_port is not None:
         print(f"  gRPC (KServe v2) on {host}:{server.grpc_port}", flush=True)
     if server.metrics_port is not None:
@@ -131,10 +139,43 @@ def _announce(server: EdgeUvicorn) -> None:
         print(f"  {name}:{version}", flush=True)
 
 
+def bind_unix(path: str) -> socket.socket:
+    """A listening Unix socket at `path`; a stale one (nobody listening) is replaced."""
+    if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # left behind by a daemon that died
+            else:
+                raise OSError(f"another server is listening on {path}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o660)  # the owner and its group; the token (if any) still applies
+    sock.listen(2048)
+    return sock
+
+
 def serve(config: ServeConfig, *, log_level: str = "warning") -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM (on TCP, and on `config.uds` too when set)."""
     server = build_server(config, log_level=log_level)
     server.announce = _announce
-    server.run()
+    sockets = None
+    if config.uds is not None:
+        try:
+            sockets = [server.config.bind_socket(), bind_unix(config.uds)]
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            sys.exit(3)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        if sockets is not None:
+            for sock in sockets:
+                sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(config.uds))
     if not server.started:
         sys.exit(3)

@@ -24,6 +24,8 @@ from starlette.routing import Route
 from strato import InvalidInput, ModelNotFound, PayloadTooLarge, Timeout, Unauthorized, serving
 
 from strato_edge.metrics import Metrics
+from strato_edge.shm import EXTENSION, SystemSharedMemory, uses_shared_memory
+from strato_edge.shm_http import OFF, require_local, shm_routes
 from strato_edge.store import ModelStore
 
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ class EdgeServer:
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="strato-infer")
         self.store = ModelStore(config.store, config, self.metrics, self.executor)
         self._token = config.token.encode() if config.token else None
+        self.shm = SystemSharedMemory() if config.allow_shm else None
 
     # --- guards --------------------------------------------------------------------------
     def _authorize(self, headers: dict[str, str]) -> None:
@@ -128,9 +131,11 @@ class EdgeServer:
     async def server_metadata(self, request: Request) -> Response:
         from strato import __version__
 
-        return _json(
-            {"name": "strato-edge", "version": __version__, "extensions": ["binary_tensor_data"]}
-        )
+        return _json({"name": "strato-edge", "version": __version__, "extensions": self.extensions})
+
+    @property
+    def extensions(self) -> list[str]:
+        return ["binary_tensor_data", *([EXTENSION] if self.shm is not None else [])]
 
     async def model_metadata(self, request: Request) -> Response:
         served = await self._served(request)
@@ -213,14 +218,39 @@ class EdgeServer:
         self, request: Request, headers: dict[str, str], served: ServedModel, *, sagemaker: bool
     ) -> Response:
         body = await self._body(request, headers)
+        header_length = serving.header_length_from(headers)
+        if uses_shared_memory(body, header_length):
+            return await self._infer_shm(request, body, header_length, served, sagemaker)
         if len(body) > DECODE_INLINE_BYTES:
-            decoded = await asyncio.to_thread(serving.decode, body, headers)
+            decoded = await asyncio.to_thread(serving.decode, body, header_length=header_length)
         else:
-            decoded = serving.decode(body, headers)
+            decoded = serving.decode(body, header_length=header_length)
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
         answer = serving.encode(
             decoded, outputs, model_name=served.name, model_version=served.version
         )
+        return self._respond(answer, served, sagemaker)
+
+    async def _infer_shm(
+        self,
+        request: Request,
+        body: bytes,
+        header_length: int | None,
+        served: ServedModel,
+        sagemaker: bool,
+    ) -> Response:
+        """Tensors in registered regions: read in place, outputs written back into them."""
+        if self.shm is None:
+            raise InvalidInput(OFF)
+        require_local(request)
+        decoded, places = self.shm.decode(body, header_length)
+        outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
+        answer = self.shm.encode(
+            decoded, outputs, places, model_name=served.name, model_version=served.version
+        )
+        return self._respond(answer, served, sagemaker)
+
+    def _respond(self, answer: serving.Answer, served: ServedModel, sagemaker: bool) -> Response:
         answer_headers = self._model_headers(served)
         if answer.header_length is not None and not sagemaker:
             answer_headers[serving.HEADER_LENGTH] = str(answer.header_length)
@@ -245,6 +275,8 @@ class EdgeServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await self.store.aclose()
+            if self.shm is not None:
+                self.shm.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -273,6 +305,7 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/v2/models/{model}/versions/{version}/ready", g(server.model_ready)),
         Route("/v2/repository/index", g(server.repository_index), methods=["GET", "POST"]),
         Route("/metrics", g(server.metrics_text)),
+        *shm_routes(server.shm, g),
     ]
     app = Starlette(
         routes=routes,

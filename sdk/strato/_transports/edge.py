@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from strato._http11 import Http11Response
     from strato._http11_async import AsyncHttp11Pool
     from strato._messages import InferRequest, InferResponse
+    from strato._shm import ShmSession
 
 __all__ = [
     "PRECISION_HEADER",
@@ -229,6 +230,8 @@ class Edge(_EdgeWire, Transport):
     """The device daemon (`strato edge serve`), binary tensors by default.
 
     `url` is `http://host:port` or `unix:///run/strato.sock` (`strato edge serve --uds`).
+    `shared_memory=True` moves tensors through Triton's system shared-memory extension when
+    the daemon is on this machine and offers it (`--allow-shm`); otherwise it changes nothing.
 
     >>> client = Client(edge=Edge("http://127.0.0.1:8000", token="..."), cloud=Lambda("strato-infer"))
     """
@@ -243,9 +246,12 @@ class Edge(_EdgeWire, Transport):
         name: str | None = None,
         tier: str | None = None,
         max_connections: int = 32,
+        shared_memory: bool = False,
     ) -> None:
         self._setup(url, token, binary, timeout, name, tier)
         self._pool = Http11Pool(self.endpoint, max_idle=max_connections)
+        self._shm: ShmSession | None = None
+        self._shm_wanted = shared_memory and self.endpoint.is_local
 
     def _exchange(self, parts: list[bytes | memoryview], timeout: float) -> Http11Response:
         with translating_wire(self.name, timeout):
@@ -253,7 +259,24 @@ class Edge(_EdgeWire, Transport):
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
         timeout = timeout or self.timeout
+        if self._shm_wanted:
+            shm = self._shm if self._shm is not None else self._start_shm()
+            if shm is not None:
+                return shm.infer(request, timeout)
         return self._answer(self._exchange(self._infer_parts(request), timeout), request)
+
+    def _start_shm(self) -> ShmSession | None:
+        from strato._shm import ShmSession
+
+        self._shm = ShmSession.start(self)
+        if self._shm is None:
+            self._shm_wanted = False  # the daemon does not offer it to us: binary from now on
+        return self._shm
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        """Do calls go through shared memory (known after the first call)?"""
+        return self._shm is not None
 
     def raw(self, method: str, path: str, body: bytes = b"", timeout: float | None = None) -> Any:
         """One request to `path` on the daemon: (status, lower-cased headers, body)."""
@@ -269,6 +292,9 @@ class Edge(_EdgeWire, Transport):
         return self._metadata(response)
 
     def close(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
         self._pool.close()
 
 
