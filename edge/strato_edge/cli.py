@@ -54,6 +54,14 @@ def serve(
         typer.Option(help="Port (0 picks a free one).", show_default="8000; 8080 with --sagemaker"),
     ] = None,
     token: TokenOpt = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the bearer token from this file (keeps it off the command line).",
+            envvar="STRATO_EDGE_TOKEN_FILE",
+            show_default=False,
+        ),
+    ] = None,
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback bind without a token.")
     ] = False,
@@ -82,6 +90,12 @@ def serve(
         float, typer.Option(help="Seconds between store checks for hot swaps; 0 = never.")
     ] = 1.0,
     workers: Annotated[int, typer.Option(help="Inference threads.")] = 4,
+    max_loaded_versions: Annotated[
+        int, typer.Option(help="Unserved versions kept loaded on request (least recent go).")
+    ] = 2,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections; past it the oldest idle one is dropped.")
+    ] = 1024,
     threads: Annotated[
         int | None,
         typer.Option(help="ONNX Runtime intra-op threads per model (default: all cores)."),
@@ -129,7 +143,7 @@ def serve(
         store=root,
         host=host,
         port=port if port is not None else (8080 if sagemaker else 8000),
-        token=token or None,
+        token=_token(token, token_file),
         insecure=insecure,
         sagemaker=sagemaker,
         batching=base,
@@ -139,6 +153,8 @@ def serve(
         watch_interval_s=watch_interval,
         threads=threads,
         workers=workers,
+        max_loaded_versions=max_loaded_versions,
+        max_connections=max_connections,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         uds=str(uds) if uds is not None else None,
@@ -147,6 +163,16 @@ def serve(
     if grpc_port is not None:
         _check_grpc_extra()
     run_server(config, log_level=log_level.lower())
+
+
+def _token(token: str | None, token_file: Path | None) -> str | None:
+    from strato_edge.config import read_token_file
+
+    if token and token_file is not None:
+        raise fail("give the token once: --token or --token-file, not both")
+    if token_file is not None:
+        return read_token_file(token_file)
+    return token or None
 
 
 def _check_grpc_extra() -> None:

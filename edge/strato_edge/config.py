@@ -22,6 +22,7 @@ __all__ = [
     "ServeConfig",
     "is_loopback",
     "load_batching",
+    "read_token_file",
 ]
 
 DEFAULT_STORE = ".strato/registry"
@@ -110,6 +111,22 @@ def _parse_toml(text: str) -> Any:
     return tomllib.loads(text)
 
 
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The bearer token kept in a file (`--token-file`, `STRATO_EDGE_TOKEN_FILE`), so it never
+    shows on a command line; one trailing newline is ignored. UTF-8, any characters."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from None
+    try:
+        token = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the token file {path} is not UTF-8 text") from None
+    if not token.strip():
+        raise ConfigError(f"the token file {path} is empty")
+    return token
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -138,6 +155,13 @@ class ServeConfig:
     workers: int = 4
     uds: str | None = None  # also listen on this Unix domain socket
     allow_shm: bool = False  # Triton's system shared-memory extension, for local clients
+    max_loaded_versions: int = 2  # unserved versions kept loaded on request (LRU)
+    # Connection limits (see `strato_edge.limits`): what a slow or hostile client can hold.
+    max_header_bytes: int = 64 << 10  # request line + headers; more gets 431
+    max_headers: int = 100
+    header_timeout_s: float = 10.0  # from a request's first byte to its last header
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1024  # then the oldest idle or half-sent connection is dropped
     grpc_port: int | None = None  # KServe v2 gRPC on this port too (None: off)
     metrics_port: int | None = None  # /metrics without a token on this port too (None: off)
 
@@ -158,6 +182,17 @@ class ServeConfig:
                 raise ConfigError(f"{option} must be in 0..65535, got {value}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        for option, number in (
+            ("max_header_bytes", self.max_header_bytes),
+            ("max_headers", self.max_headers),
+            ("header_timeout_s", self.header_timeout_s),
+            ("keep_alive_s", self.keep_alive_s),
+            ("max_connections", self.max_connections),
+        ):
+            if number <= 0:
+                raise ConfigError(f"{option} must be > 0, got {number}")
+        if self.max_loaded_versions < 0:
+            raise ConfigError(f"max_loaded_versions must be >= 0, got {self.max_loaded_versions}")
 
     def batching_for(self, model: str) -> BatchingConfig:
         return self.model_batching.get(model, self.batching)

@@ -81,15 +81,18 @@ class EdgeServer:
         self.metrics = Metrics()
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="strato-infer")
         self.store = ModelStore(config.store, config, self.metrics, self.executor)
-        self._token = config.token.encode() if config.token else None
         self.shm = SystemSharedMemory() if config.allow_shm else None
+        # The token's UTF-8 bytes against the header's raw bytes (decoded latin-1, so
+        # `.encode("latin-1")` gives them back): a non-ASCII token matches byte for byte.
+        self._token = config.token.encode("utf-8") if config.token else None
 
     # --- guards --------------------------------------------------------------------------
     def _authorize(self, headers: dict[str, str]) -> None:
         if self._token is None:
             return
         scheme, _, given = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
+        given_bytes = given.strip(" \t").encode("latin-1")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, self._token):
             raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>)")
 
     async def _body(self, request: Request, headers: dict[str, str]) -> bytes:

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from strato import ModelNotFound, Registry, StratoError
+from strato import ModelNotFound, ModelUnavailable, Registry, StratoError
 from strato._bundle import MANIFEST, Bundle, Manifest
 from strato._transports.local import model_metadata
 from strato.engines import load_engine
@@ -73,6 +74,14 @@ def served_versions(root: Path) -> dict[str, str]:
     return chosen
 
 
+def _again(exc: StratoError) -> StratoError:
+    """A fresh copy of a cached load failure (same class, so the same status)."""
+    try:
+        return type(exc)(str(exc))
+    except TypeError:  # a class whose constructor takes more than a message
+        return ModelUnavailable(str(exc))
+
+
 class ModelStore:
     """Loads and serves every model of a store folder; `refresh()` applies changes."""
 
@@ -88,6 +97,9 @@ class ModelStore:
         self._loaded: dict[tuple[str, str], ServedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         self._failed: dict[tuple[str, str], float] = {}  # -> when loading it last failed
+        self._load_errors: dict[tuple[str, str], StratoError] = {}  # -> why, answered meanwhile
+        # Versions loaded on request besides the served ones, least recently used first.
+        self._extra: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._retiring: set[asyncio.Task[None]] = set()
 
     @property
@@ -154,13 +166,41 @@ class ModelStore:
                     f"model {name!r} is not served here (models: {sorted(self._served) or 'none'})"
                 )
             return self._loaded[(name, current)]
-        loaded = self._loaded.get((name, version))
+        key = (name, version)
+        loaded = self._loaded.get(key)
         if loaded is not None:
+            if key in self._extra:
+                self._extra.move_to_end(key)
             return loaded
+        if self._failed_recently(name, version) and key in self._load_errors:
+            raise _again(self._load_errors[key])  # not re-hashed on every request
         installed = await asyncio.to_thread(self.installed, name)
         if version not in installed:
             raise ModelNotFound(f"{name} has no installed version {version!r} (has {installed})")
-        return await self._ensure(name, version)
+        try:
+            served = await self._ensure(name, version)
+        except StratoError as exc:
+            self._failed[key], self._load_errors[key] = time.monotonic(), exc
+            raise
+        self._load_errors.pop(key, None)
+        if self._served.get(name) != version:
+            self._extra[key] = None
+            self._extra.move_to_end(key)
+            self._evict_extra()
+        return served
+
+    def _evict_extra(self) -> None:
+        """Keep at most `max_loaded_versions` unserved versions loaded: a client asking for
+        every installed version cannot pin them all in memory."""
+        while len(self._extra) > self.config.max_loaded_versions:
+            (name, version), _ = self._extra.popitem(last=False)
+            if self._served.get(name) != version:
+                log.info("unloading %s:%s (least recently used)", name, version)
+                self._retire(name, version)
+
+    def loaded(self) -> list[str]:
+        """`name:version` of every loaded engine (served and on-request ones)."""
+        return sorted(f"{name}:{version}" for name, version in self._loaded)
 
     def queue_depth(self) -> dict[str, int]:
         depth: dict[str, int] = {}
@@ -189,6 +229,7 @@ class ModelStore:
                 )
                 continue
             previous = self._served.get(name)
+            self._extra.pop((name, version), None)  # served now, never evicted
             self._served[name] = version  # the swap: later requests see the new engine
             self.metrics.swap(name)
             swapped.append(f"{name}:{version}")

@@ -214,9 +214,36 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the function's own structured logs are what matters."""
 
+    def _refuse(self, status: int, kind: str, message: str) -> None:
+        """Answer before reading the body, then close: the unread body must not be parsed as
+        the next request."""
+        self.close_connection = True
+        self._send(_invoke_error(kind, message, status))
+
+    def _payload(self) -> bytes | None:
+        """The request body, or None once a refusal was sent: a Content-Length that is not a
+        non-negative integer, or one over the payload limit (refused unread, as Lambda does)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._refuse(411, "LengthRequiredException", "a Content-Length is required")
+            return None
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit():
+            self._refuse(400, "InvalidRequestContentException", "bad Content-Length")
+            return None
+        length = int(declared)
+        if length > LAMBDA_PAYLOAD_LIMIT:
+            message = (
+                f"Request must be smaller than {LAMBDA_PAYLOAD_LIMIT} bytes for the "
+                "InvokeFunction operation"
+            )
+            self._refuse(413, "RequestTooLargeException", message)
+            return None
+        return self.rfile.read(length) if length else b""
+
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        payload = self.rfile.read(length) if length else b""
+        payload = self._payload()
+        if payload is None:
+            return
         split = urlsplit(self.path)
         server: Any = self.server
         emulator: Emulator = server.emulator

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from strato._codec import HEADER_LENGTH, decode_response, encode_request
@@ -166,3 +168,113 @@ def test_engine_out_of_memory_is_503_not_400(tmp_path, edge_server):
         assert "ONNX Runtime failed" in response.json()["error"]
         assert "/onnxruntime_src" not in response.text
         assert http.get("/v2/health/ready").status_code == 200
+
+
+# --- issue 10, item 12: the small server-side holes ------------------------------------------
+
+
+def test_dot_dot_model_names_neither_list_the_parent_nor_leak_paths(tiny_server, tmp_path):
+    # tmp_path holds v1/ and v2/ (the bundles' sources, each with a manifest.json): a server
+    # that looked up `..` inside the store would list them as "versions".
+    with tiny_server.client() as http:
+        for path in (
+            "/v2/models/%2e%2e/versions/X",
+            "/v2/models/%2e%2e",
+            "/v2/models/%2e%2e/ready",
+            "/v2/models/tiny/versions/%2e%2e",
+            "/v2/models/tiny/versions/%2e%2e/ready",
+        ):
+            response = http.get(path)
+            assert response.status_code == 404, (path, response.text)
+            assert "v1" not in response.text and "v2" not in response.text, response.text
+            assert str(tmp_path) not in response.text
+        response = http.post("/v2/models/%2e%2e/versions/1/infer", content=b"{}")
+        assert response.status_code == 404 and str(tmp_path) not in response.text
+
+
+def _tamper(registry, version: str) -> Path:
+    artifact = Path(registry.url) / "tiny" / version / "model.onnx"
+    artifact.write_bytes(artifact.read_bytes()[:-8] + b"tampered")
+    return artifact
+
+
+def test_a_broken_version_is_not_rehashed_on_every_request(tiny_registry, edge_server, tmp_path):
+    artifact = _tamper(tiny_registry, "2")
+    server = edge_server(Path(tiny_registry.url))
+    with server.client() as http:
+        first = http.get("/v2/models/tiny/versions/2")
+        assert first.status_code == 503 and "sha256" in first.json()["error"], first.text
+        assert str(tmp_path) not in first.text
+        # Were the version checked again, the error would now say the file is missing.
+        artifact.unlink()
+        for _ in range(3):
+            again = http.get("/v2/models/tiny/versions/2")
+            assert (again.status_code, again.json()) == (503, first.json())
+        assert http.get("/v2/models/tiny/versions/1").status_code == 200
+
+
+def test_loaded_versions_are_bounded_least_recently_used(tmp_path, edge_server, registry):
+    from support import build_tiny_bundle
+
+    for version in ("1", "2", "3", "4"):
+        alias = "prod" if version == "1" else None
+        registry.publish(build_tiny_bundle(tmp_path / f"v{version}", version=version), alias=alias)
+    server = edge_server(Path(registry.url), max_loaded_versions=2)
+    with server.client() as http:
+        for version in ("2", "3", "4", "2"):
+            assert http.get(f"/v2/models/tiny/versions/{version}/ready").status_code == 200
+        # served 1 stays; of the others only the two most recent (4, then 2 again) stay
+        assert server.edge.store.loaded() == ["tiny:1", "tiny:2", "tiny:4"]
+        body = {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": [0.0] * 784}
+            ]
+        }
+        assert http.post("/v2/models/tiny/versions/3/infer", json=body).status_code == 200
+        assert server.edge.store.loaded() == ["tiny:1", "tiny:2", "tiny:3"]
+        assert http.get("/v2/models/tiny").headers["X-Strato-Model-Version"] == "1"
+
+
+def test_non_ascii_tokens_match_byte_for_byte(tiny_registry, edge_server):
+    token = "pässwörd-🔑"
+    server = edge_server(Path(tiny_registry.url), token=token)
+    with server.client() as http:
+        good = {"Authorization": b"Bearer " + token.encode("utf-8")}
+        assert http.get("/v2/models/tiny", headers=good).status_code == 200
+        bad = {"Authorization": b"Bearer " + "pässwörd-🔒".encode()}
+        assert http.get("/v2/models/tiny", headers=bad).status_code == 401
+        latin = {"Authorization": b"Bearer " + "pässwörd".encode("latin-1")}
+        assert http.get("/v2/models/tiny", headers=latin).status_code == 401
+
+
+def test_serve_reads_the_token_from_a_file(tiny_registry, tmp_path):
+    from support import free_port
+    from support.servers import edge_server as edge_process
+
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-ü\n")
+    port = free_port()
+    proc = edge_process(
+        Path(tiny_registry.url), port, tmp_path / "log", "--token-file", str(token_file)
+    )
+    proc.start()
+    try:
+        assert "s3cret" not in " ".join(proc.args)
+        import httpx
+
+        with httpx.Client(base_url=proc.url, timeout=10) as http:
+            assert http.get("/v2/models/tiny").status_code == 401
+            auth = {"Authorization": b"Bearer " + "s3cret-ü".encode()}
+            assert http.get("/v2/models/tiny", headers=auth).status_code == 200
+    finally:
+        proc.stop()
+
+
+def test_token_file_problems_are_clear_errors(tmp_path):
+    from strato import ConfigError
+    from strato_edge.config import read_token_file
+
+    (tmp_path / "empty").write_text("\n")
+    for path in (tmp_path / "missing", tmp_path / "empty"):
+        with pytest.raises(ConfigError):
+            read_token_file(path)

@@ -221,3 +221,41 @@ def test_emulator_loads_from_s3(
         assert response.status_code == 200 and response.json()["model_version"] == "1"
     finally:
         stop(process)
+
+
+def _raw_answer(url: str, request: bytes) -> bytes:
+    """Send `request` (headers, maybe a partial body) and read the answer without sending more."""
+    import socket
+    from urllib.parse import urlsplit
+
+    split = urlsplit(url)
+    with socket.create_connection((split.hostname, split.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)  # a timeout here means the emulator waits for the body
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("300000000", b" 413 "), ("-1", b" 400 "), ("12abc", b" 400 ")],
+    ids=["300MB-promised", "minus-one", "not-a-number"],
+)
+def test_emulator_refuses_bad_lengths_before_reading(
+    emulator: re.Match[str], length: str, status: bytes, digit_batch: np.ndarray
+) -> None:
+    for path in ("/2015-03-31/functions/strato-infer/invocations", "/v2/models/tiny/infer"):
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+        answer = _raw_answer(emulator.group(1), head.encode() + b"{")
+        assert status in answer.split(b"\r\n", 1)[0], answer[:200]
+    # and it still answers a proper invocation
+    body, header_length = encode_request({"input": digit_batch[:1]})
+    result = lambda_client(emulator.group(1)).invoke(
+        FunctionName="strato-infer",
+        Payload=json.dumps(pack(body, header_length, model="tiny", version=None)),
+    )
+    assert json.loads(result["Payload"].read())["status"] == 200
