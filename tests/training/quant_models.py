@@ -106,13 +106,16 @@ def write_dense(
     return path
 
 
-def perturbed(source: Path, target: Path, *, relative: float, seed: int = 1) -> Path:
-    """`source` with every float weight matrix multiplied by (1 + relative * N(0, 1))."""
+def perturbed(
+    source: Path, target: Path, *, relative: float, seed: int = 1, only: str = ""
+) -> Path:
+    """`source` with every float weight matrix (whose name starts with `only`) multiplied by
+    (1 + relative * N(0, 1))."""
     model = onnx.load(str(source))
     rng = np.random.default_rng(seed)
     for init in model.graph.initializer:
         array = numpy_helper.to_array(init)
-        if array.dtype == np.float32 and array.ndim == 2:
+        if array.dtype == np.float32 and array.ndim == 2 and init.name.startswith(only):
             noisy = array * (1 + relative * rng.standard_normal(array.shape)).astype(np.float32)
             init.CopyFrom(numpy_helper.from_array(noisy.astype(np.float32), init.name))
     onnx.save(model, str(target))
