@@ -23,7 +23,7 @@ from strato import InvalidInput, ModelUnavailable
 from strato.serving import validate_inputs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from concurrent.futures import Executor
 
     from strato.engines import Engine
@@ -44,6 +44,7 @@ class _Pending:
     rows: int
     key: tuple[tuple[str, str, tuple[int, ...]], ...]
     future: asyncio.Future[Tensors]
+    enqueued: float = 0.0  # perf_counter() when it joined the queue (queue-time statistics)
 
 
 def _rows(array: np.ndarray[Any, Any]) -> int:
@@ -66,12 +67,14 @@ class Batcher:
         executor: Executor,
         *,
         on_batch: Callable[[int], None] | None = None,
+        on_run: Callable[[int, float, Sequence[float]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.batching = config.enabled and _batch_axis_dynamic(engine)
         self._executor = executor
         self._on_batch = on_batch
+        self._on_run = on_run  # (rows, compute seconds, each request's queue wait)
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(config.instances)
@@ -105,7 +108,7 @@ class Batcher:
             raise InvalidInput(f"inputs disagree on the batch size (axis 0): {sorted(rows)}")
         key = tuple(sorted((name, a.dtype.str, tuple(a.shape[1:])) for name, a in inputs.items()))
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        return _Pending(inputs, rows.pop(), key, future)
+        return _Pending(inputs, rows.pop(), key, future, time.perf_counter())
 
     async def _run_alone(self, inputs: Tensors) -> Tensors:
         """An idle model runs a lone request at once; requests arriving meanwhile queue up."""
@@ -117,10 +120,11 @@ class Batcher:
             self._running -= 1
             self._slots.release()
 
-    def _timed_infer(self, inputs: Tensors, rows: int) -> Tensors:
+    def _timed_infer(self, inputs: Tensors, rows: int) -> tuple[Tensors, float]:
         started = time.perf_counter()
         outputs = self.engine.infer(inputs)
-        per_row = (time.perf_counter() - started) / max(rows, 1)
+        seconds = time.perf_counter() - started
+        per_row = seconds / max(rows, 1)
         # Falls at once, rises slowly: a neighbour stealing the CPU only ever adds time, so
         # the estimate tracks the model's own cost instead of flapping on noise.
         if self._runs == 0 or per_row < self._row_seconds:
@@ -128,7 +132,7 @@ class Batcher:
         else:
             self._row_seconds += 0.05 * (per_row - self._row_seconds)
         self._runs += 1
-        return outputs
+        return outputs, seconds
 
     def inline(self, rows: int) -> bool:
         """Runs of an engine measured faster per row than a thread hand-off stay on the event
@@ -140,15 +144,19 @@ class Batcher:
             and self._row_seconds * rows < 10 * limit
         )
 
-    async def _run_engine(self, inputs: Tensors) -> Tensors:
+    async def _run_engine(self, inputs: Tensors, waits: Sequence[float] = (0.0,)) -> Tensors:
         rows = _rows(next(iter(inputs.values()))) if inputs else 0
         if self.inline(rows):
-            outputs = self._timed_infer(inputs, rows)
+            outputs, seconds = self._timed_infer(inputs, rows)
         else:
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._timed_infer, inputs, rows)
+            outputs, seconds = await loop.run_in_executor(
+                self._executor, self._timed_infer, inputs, rows
+            )
         if self._on_batch is not None:
             self._on_batch(rows)
+        if self._on_run is not None:
+            self._on_run(rows, seconds, waits)
         return outputs
 
     async def _collect(self) -> None:
@@ -208,17 +216,19 @@ class Batcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         try:
+            now = time.perf_counter()
+            waits = [now - pending.enqueued for pending in batch]
             if len(batch) == 1:
-                await self._settle(batch[0])
+                await self._settle(batch[0], waits)
                 return
             names = list(batch[0].inputs)
             merged = {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
             try:
-                outputs = await self._run_engine(merged)
+                outputs = await self._run_engine(merged, waits)
             except Exception:
                 log.warning("a batch of %d failed; retrying its requests one by one", len(batch))
                 for pending in batch:
-                    await self._settle(pending)
+                    await self._settle(pending, ())
                 return
             start = 0
             for pending in batch:
@@ -230,9 +240,9 @@ class Batcher:
             self._running -= 1
             self._slots.release()
 
-    async def _settle(self, pending: _Pending) -> None:
+    async def _settle(self, pending: _Pending, waits: Sequence[float]) -> None:
         try:
-            outputs = await self._run_engine(pending.inputs)
+            outputs = await self._run_engine(pending.inputs, waits)
         except Exception as exc:
             if not pending.future.done():
                 pending.future.set_exception(exc)

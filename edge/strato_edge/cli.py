@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,7 +52,10 @@ def serve(
     ),
     port: Annotated[
         int | None,
-        typer.Option(help="Port (0 picks a free one).", show_default="8000; 8080 with --sagemaker"),
+        typer.Option(
+            help="Port (0 picks a free one).",
+            show_default="8000; with --sagemaker $SAGEMAKER_BIND_TO_PORT, else 8080",
+        ),
     ] = None,
     token: TokenOpt = None,
     token_file: Annotated[
@@ -142,7 +146,7 @@ def serve(
     config = ServeConfig(
         store=root,
         host=host,
-        port=port if port is not None else (8080 if sagemaker else 8000),
+        port=port if port is not None else _default_port(sagemaker),
         token=_token(token, token_file),
         insecure=insecure,
         sagemaker=sagemaker,
@@ -173,6 +177,17 @@ def _token(token: str | None, token_file: Path | None) -> str | None:
     if token_file is not None:
         return read_token_file(token_file)
     return token or None
+
+
+def _default_port(sagemaker: bool) -> int:
+    """8000; in SageMaker mode the port SageMaker asks for (`SAGEMAKER_BIND_TO_PORT`, set on
+    multi-container endpoints), else its standard 8080."""
+    if not sagemaker:
+        return 8000
+    raw = os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")
+    if not raw.isdigit():
+        raise fail(f"SAGEMAKER_BIND_TO_PORT must be a port number, got {raw!r}")
+    return int(raw)
 
 
 def _check_grpc_extra() -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 import numpy as np
 from google.protobuf import json_format
-from strato import BundleError, InferenceError, InvalidInput, ModelNotFound
+from strato import InvalidInput, Timeout, serving
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from strato_edge.triton import model_config, model_statistics
@@ -66,14 +66,6 @@ _CONTENTS = {
     "FP64": "fp64_contents",
 }
 MAX_ELEMENTS = 1 << 26
-_GRPC_TO_HTTP = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.INTERNAL: 500,
-}
 
 
 class _Abort(Exception):
@@ -82,19 +74,33 @@ class _Abort(Exception):
         self.code = code
 
 
-def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+_HTTP_TO_GRPC = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def _answer_of(exc: BaseException) -> tuple[grpc.StatusCode, str, int]:
+    """The gRPC code, message and HTTP-equivalent status (for metrics) for `exc`, through
+    strato's one error -> status mapping."""
     if isinstance(exc, _Abort):
-        return exc.code, str(exc)
-    if isinstance(exc, ModelNotFound):
-        return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, InferenceError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        return exc.code, str(exc), 401
     if isinstance(exc, asyncio.TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "the request ran past its deadline"
-    if isinstance(exc, BundleError):
-        return grpc.StatusCode.UNAVAILABLE, f"the model cannot be loaded: {exc}"
-    log.exception("unexpected error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        exc = Timeout("the request ran past its deadline")
+    status, document = serving.error_answer(exc)
+    if status >= 500 and status not in _HTTP_TO_GRPC:
+        log.error("unexpected error", exc_info=exc)
+    return _HTTP_TO_GRPC.get(status, grpc.StatusCode.INTERNAL), str(document["error"]), status
+
+
+def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    code, message, _ = _answer_of(exc)
+    return code, message
 
 
 def _shape(dims: Any, name: str) -> tuple[int, ...]:
@@ -201,6 +207,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         raise AssertionError("unreachable")  # context.abort raises
 
     async def _served(self, name: str, version: str) -> ServedModel:
+        serving.check_model_name(name, version or None)  # `..` and friends never reach the disk
         return await self.edge.store.get(name, version or None)
 
     # --- health and metadata -------------------------------------------------------------
@@ -292,15 +299,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             )
             return encode_outputs(request, outputs, served)
         except Exception as exc:
-            code, message = _code_of(exc)
-            status = _GRPC_TO_HTTP.get(code, 500)
+            code, message, status = _answer_of(exc)
             await context.abort(code, message)
             raise AssertionError("unreachable") from None
         finally:
             seconds = time.perf_counter() - started
-            # unknown model names never become metric labels
-            self.edge.metrics.request(served.name if served else "_unknown", status, seconds)
-            if served is not None:
+            if served is None:  # unknown model names never become metric labels
+                self.edge.metrics.request("_unknown", status, seconds)
+            else:
+                self.edge.metrics.request(
+                    served.name, status, seconds, version=served.version, precision=served.precision
+                )
                 self.edge.metrics.inference(
                     served.name, served.version, ok=status < 400, seconds=seconds
                 )

@@ -97,12 +97,70 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _labels(**values: str) -> str:
+    return ",".join(f'{key}="{_label(value)}"' for key, value in values.items())
+
+
+def _family(name: str, kind: str, help_text: str) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
+def _process_lines() -> list[str]:
+    """The standard `process_*` metrics (Prometheus client conventions), read from /proc."""
+    import os
+    import resource
+
+    times = os.times()
+    out = [
+        *_family("process_cpu_seconds_total", "counter", "User and system CPU time."),
+        f"process_cpu_seconds_total {times.user + times.system:.3f}",
+        *_family("process_start_time_seconds", "gauge", "Start time since the epoch."),
+        f"process_start_time_seconds {_START_TIME:.3f}",
+        *_family("process_max_fds", "gauge", "Maximum number of open file descriptors."),
+        f"process_max_fds {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}",
+    ]
+    with contextlib.suppress(OSError):
+        pages = open("/proc/self/statm").read().split()  # noqa: SIM115 - two numbers, read once
+        size = os.sysconf("SC_PAGE_SIZE")
+        out += [
+            *_family("process_virtual_memory_bytes", "gauge", "Virtual memory size."),
+            f"process_virtual_memory_bytes {int(pages[0]) * size}",
+            *_family("process_resident_memory_bytes", "gauge", "Resident memory size."),
+            f"process_resident_memory_bytes {int(pages[1]) * size}",
+        ]
+    with contextlib.suppress(OSError):
+        fds = len(os.listdir("/proc/self/fd"))
+        out += [
+            *_family("process_open_fds", "gauge", "Open file descriptors."),
+            f"process_open_fds {fds}",
+        ]
+    return out
+
+
+def _build_lines() -> list[str]:
+    import platform
+
+    from strato import __version__
+
+    labels = _labels(version=__version__, python=platform.python_version())
+    return [
+        *_family("strato_build_info", "gauge", "The strato build serving: always 1."),
+        f"strato_build_info{{{labels}}} 1",
+    ]
+
+
+_START_TIME = time.time()
+
+
 class Metrics:
-    """Requests by model and status, latency and batch-size histograms, queue depth."""
+    """Requests by model, version, precision and status; latency, queue-time and compute-time
+    histograms; batch sizes; queue depth; hot swaps; Triton-style statistics."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str], int] = defaultdict(int)
-        self.latency: dict[str, Histogram] = {}
+        self.requests: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.latency: dict[tuple[str, str], Histogram] = {}
+        self.queue_time: dict[tuple[str, str], Histogram] = {}
+        self.compute_time: dict[tuple[str, str], Histogram] = {}
         self.batch_size: dict[str, Histogram] = {}
         self.swaps: dict[str, int] = defaultdict(int)
         self.stats: dict[tuple[str, str], InferStats] = {}
@@ -122,15 +180,24 @@ class Metrics:
         self, model: str, version: str, rows: int, compute_s: float, queue_s: Iterable[float]
     ) -> None:
         """One engine run of `rows` rows took `compute_s`; its requests waited `queue_s`."""
-        self.stats_for(model, version).execution(rows, compute_s, queue_s)
+        waits = list(queue_s)
+        self.stats_for(model, version).execution(rows, compute_s, waits)
+        _observe(self.compute_time, (model, version), compute_s)
+        for wait in waits:
+            _observe(self.queue_time, (model, version), wait)
 
-    def request(self, model: str, status: int, seconds: float | None = None) -> None:
-        self.requests[(model, str(status))] += 1
+    def request(
+        self,
+        model: str,
+        status: int,
+        seconds: float | None = None,
+        *,
+        version: str = "",
+        precision: str = "",
+    ) -> None:
+        self.requests[(model, version, precision, str(status))] += 1
         if seconds is not None:
-            hist = self.latency.get(model)
-            if hist is None:
-                hist = self.latency[model] = Histogram(LATENCY_BUCKETS)
-            hist.observe(seconds)
+            _observe(self.latency, (model, version), seconds)
 
     def batch(self, model: str, size: int) -> None:
         hist = self.batch_size.get(model)
@@ -142,39 +209,44 @@ class Metrics:
         self.swaps[model] += 1
 
     def render(self, queue_depth: Callable[[], Mapping[str, int]]) -> str:
-        out = [
-            "# HELP strato_edge_requests_total Inference requests by model and HTTP status.",
-            "# TYPE strato_edge_requests_total counter",
-        ]
-        for (model, status), count in sorted(self.requests.items()):
-            out.append(
-                f'strato_edge_requests_total{{model="{_label(model)}",status="{status}"}} {count}'
-            )
-        out += [
-            "# HELP strato_edge_request_duration_seconds Inference request latency.",
-            "# TYPE strato_edge_request_duration_seconds histogram",
-        ]
-        for model, hist in sorted(self.latency.items()):
-            out += hist.lines("strato_edge_request_duration_seconds", f'model="{_label(model)}"')
-        out += [
-            "# HELP strato_edge_batch_size Requests' rows per engine run.",
-            "# TYPE strato_edge_batch_size histogram",
-        ]
+        out = _family(
+            "strato_edge_requests_total",
+            "counter",
+            "Inference requests by model, version, precision and status (HTTP; gRPC mapped).",
+        )
+        for (model, version, precision, status), count in sorted(self.requests.items()):
+            labels = _labels(model=model, version=version, precision=precision, status=status)
+            out.append(f"strato_edge_requests_total{{{labels}}} {count}")
+        for name, help_text, table in (
+            ("strato_edge_request_duration_seconds", "Request latency, end to end.", self.latency),
+            ("strato_edge_queue_duration_seconds", "Time a request waited for its engine run.",
+             self.queue_time),
+            ("strato_edge_compute_duration_seconds", "Engine run time (one batch).",
+             self.compute_time),
+        ):  # fmt: skip
+            out += _family(name, "histogram", help_text)
+            for (model, version), hist in sorted(table.items()):
+                out += hist.lines(name, _labels(model=model, version=version))
+        out += _family("strato_edge_batch_size", "histogram", "Requests' rows per engine run.")
         for model, hist in sorted(self.batch_size.items()):
-            out += hist.lines("strato_edge_batch_size", f'model="{_label(model)}"')
-        out += [
-            "# HELP strato_edge_queue_depth Requests waiting for a batch.",
-            "# TYPE strato_edge_queue_depth gauge",
-        ]
+            out += hist.lines("strato_edge_batch_size", _labels(model=model))
+        out += _family("strato_edge_queue_depth", "gauge", "Requests waiting for a batch.")
         for model, depth in sorted(queue_depth().items()):
-            out.append(f'strato_edge_queue_depth{{model="{_label(model)}"}} {depth}')
-        out += [
-            "# HELP strato_edge_model_swaps_total Hot swaps of the served version.",
-            "# TYPE strato_edge_model_swaps_total counter",
-        ]
+            out.append(f"strato_edge_queue_depth{{{_labels(model=model)}}} {depth}")
+        out += _family(
+            "strato_edge_model_swaps_total", "counter", "Hot swaps of the served version."
+        )
         for model, count in sorted(self.swaps.items()):
-            out.append(f'strato_edge_model_swaps_total{{model="{_label(model)}"}} {count}')
+            out.append(f"strato_edge_model_swaps_total{{{_labels(model=model)}}} {count}")
+        out += _build_lines() + _process_lines()
         return "\n".join(out) + "\n"
+
+
+def _observe(table: dict[tuple[str, str], Histogram], key: tuple[str, str], value: float) -> None:
+    hist = table.get(key)
+    if hist is None:
+        hist = table[key] = Histogram(LATENCY_BUCKETS)
+    hist.observe(value)
 
 
 _METRICS_TYPE = "text/plain; version=0.0.4"

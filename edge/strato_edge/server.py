@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import sys
@@ -24,9 +25,18 @@ from starlette.routing import Route
 from strato import InvalidInput, ModelNotFound, PayloadTooLarge, Timeout, Unauthorized, serving
 
 from strato_edge.metrics import Metrics
+from strato_edge.sagemaker import (
+    NotAcceptable,
+    UnsupportedMediaType,
+    accepted,
+    as_json,
+    decode_invocation,
+    encode_array,
+)
 from strato_edge.shm import EXTENSION, SystemSharedMemory, uses_shared_memory
 from strato_edge.shm_http import OFF, require_local, shm_routes
 from strato_edge.store import ModelStore
+from strato_edge.triton import model_config, model_statistics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -68,6 +78,8 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 def _error(exc: BaseException) -> Response:
     status, document = serving.error_answer(exc)
+    if isinstance(exc, (UnsupportedMediaType, NotAcceptable)):
+        status = exc.status_code  # the SageMaker contract's 415 / 406
     if status == 500:
         log.error("unexpected error", exc_info=exc)
     return _json(document, status)
@@ -138,7 +150,8 @@ class EdgeServer:
 
     @property
     def extensions(self) -> list[str]:
-        return ["binary_tensor_data", *([EXTENSION] if self.shm is not None else [])]
+        shm = [EXTENSION] if self.shm is not None else []
+        return ["binary_tensor_data", "model_configuration", "statistics", *shm]
 
     async def model_metadata(self, request: Request) -> Response:
         served = await self._served(request)
@@ -152,6 +165,20 @@ class EdgeServer:
             {"name": served.name, "version": served.version, "ready": True},
             headers=self._model_headers(served),
         )
+
+    async def model_config(self, request: Request) -> Response:
+        """Triton's model configuration extension: `GET /v2/models/{m}/config`."""
+        served = await self._served(request)
+        config = model_config(served, self.config.batching_for(served.name))
+        return _json(config, headers=self._model_headers(served))
+
+    async def model_stats(self, request: Request) -> Response:
+        """Triton's statistics extension: `GET /v2/models[/{m}[/versions/{v}]]/stats`."""
+        name = request.path_params.get("model")
+        version = request.path_params.get("version")
+        if name is not None:
+            await self._served(request)  # 404 for a model (version) that is not here
+        return _json(model_statistics(self, name, version))
 
     async def repository_index(self, request: Request) -> Response:
         rows = [
@@ -189,17 +216,25 @@ class EdgeServer:
         sagemaker: bool,
     ) -> Response:
         started = time.perf_counter()
-        label = "_unknown"  # unknown model names never become metric labels
+        served: ServedModel | None = None
         try:
             headers = _header_map(request)
             self._authorize(headers)
             served = await resolve(request)
-            label = served.name
             response = await self._infer(request, headers, served, sagemaker=sagemaker)
         except Exception as exc:
             response = _error(exc)
-        self.metrics.request(label, response.status_code, time.perf_counter() - started)
+        self._count(served, response.status_code, time.perf_counter() - started)
         return response
+
+    def _count(self, served: ServedModel | None, status: int, seconds: float) -> None:
+        if served is None:  # unknown model names never become metric labels
+            self.metrics.request("_unknown", status, seconds)
+            return
+        self.metrics.request(
+            served.name, status, seconds, version=served.version, precision=served.precision
+        )
+        self.metrics.inference(served.name, served.version, ok=status < 400, seconds=seconds)
 
     async def _sagemaker_target(self, request: Request) -> ServedModel:
         target = request.headers.get(SAGEMAKER_TARGET)
@@ -224,11 +259,22 @@ class EdgeServer:
         header_length = serving.header_length_from(headers)
         if uses_shared_memory(body, header_length):
             return await self._infer_shm(request, body, header_length, served, sagemaker)
-        if len(body) > DECODE_INLINE_BYTES:
-            decoded = await asyncio.to_thread(serving.decode, body, header_length=header_length)
+        wants = accepted(headers) if sagemaker else None  # 406 before any work
+        decode: Callable[[], serving.DecodedRequest]
+        if sagemaker:  # the container contract: JSON, OIP binary, x-npy, csv
+            decode = functools.partial(decode_invocation, body, headers, served)
         else:
-            decoded = serving.decode(body, header_length=header_length)
+            decode = functools.partial(serving.decode, body, header_length=header_length)
+        if len(body) > DECODE_INLINE_BYTES:
+            decoded = await asyncio.to_thread(decode)
+        else:
+            decoded = decode()
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
+        if wants is not None and wants != "application/json":
+            body = encode_array(decoded, outputs, wants)
+            return Response(body, 200, self._model_headers(served), wants)
+        if wants is not None:
+            decoded = as_json(decoded)
         answer = serving.encode(
             decoded, outputs, model_name=served.name, model_version=served.version
         )
@@ -302,7 +348,12 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/v2/health/ready", server.ready),
         Route("/ping", server.ready),
         Route("/v2", g(server.server_metadata)),
+        Route("/v2/models/stats", g(server.model_stats)),
         Route("/v2/models/{model}", g(server.model_metadata)),
+        Route("/v2/models/{model}/config", g(server.model_config)),
+        Route("/v2/models/{model}/versions/{version}/config", g(server.model_config)),
+        Route("/v2/models/{model}/stats", g(server.model_stats)),
+        Route("/v2/models/{model}/versions/{version}/stats", g(server.model_stats)),
         Route("/v2/models/{model}/versions/{version}", g(server.model_metadata)),
         Route("/v2/models/{model}/ready", g(server.model_ready)),
         Route("/v2/models/{model}/versions/{version}/ready", g(server.model_ready)),

@@ -126,6 +126,9 @@ class ModelStore:
             self.config.batching_for(name),
             self.executor,
             on_batch=lambda size: self.metrics.batch(name, size),
+            on_run=lambda rows, seconds, waits: self.metrics.execution(
+                name, version, rows, seconds, waits
+            ),
         )
         metadata = model_metadata(engine)
         metadata["parameters"]["version"] = version

@@ -64,10 +64,8 @@ def test_bad_input_is_refused_by_the_edge_and_never_sent_to_the_cloud(tiny_edge,
 
 
 def _answered(metrics: str, model: str) -> int:
-    found = re.search(
-        rf'strato_edge_requests_total\{{model="{model}",status="200"\}} (\d+)', metrics
-    )
-    return int(found.group(1)) if found else 0
+    pattern = rf'strato_edge_requests_total\{{model="{model}",[^}}]*status="200"\}} (\d+)'
+    return sum(int(count) for count in re.findall(pattern, metrics))
 
 
 def test_outbox_answers_each_request_once_after_both_tiers_return(tmp_path, tiny_store):

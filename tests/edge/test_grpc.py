@@ -141,8 +141,12 @@ def test_grpc_and_http_share_one_server(grpc_server, triton, digit_batch):
     with httpx.Client(base_url=grpc_server.url) as http:
         text = http.get("/metrics").text
         stats = http.get("/v2/models/tiny/stats")
-    assert 'strato_edge_requests_total{model="tiny",status="200"} 1' in text
-    assert stats.status_code in (200, 404)  # the HTTP stats route is checked in test_server
+    assert (
+        'strato_edge_requests_total{model="tiny",version="1",precision="fp32",status="200"} 1'
+        in text
+    )
+    # the gRPC request shows in the HTTP statistics: one store, one set of counters
+    assert stats.json()["model_stats"][0]["inference_stats"]["success"]["count"] == "1"
 
 
 def test_the_token_is_required_as_metadata(tiny_registry, edge_server, digit_batch):

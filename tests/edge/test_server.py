@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,18 @@ def test_metrics_count_requests_latency_batches_and_queue(tiny_server, digit_bat
         _infer(http, "/v2/models/tiny/infer", {"input": digit_batch}, binary=True)
         http.post("/v2/models/tiny/infer", content=b"{")
         text = http.get("/metrics").text
-    assert 'strato_edge_requests_total{model="tiny",status="200"} 1' in text
-    assert 'strato_edge_requests_total{model="tiny",status="400"} 1' in text
-    assert 'strato_edge_request_duration_seconds_count{model="tiny"} 2' in text
+    served = 'model="tiny",version="1",precision="fp32"'
+    assert f'strato_edge_requests_total{{{served},status="200"}} 1' in text
+    assert f'strato_edge_requests_total{{{served},status="400"}} 1' in text
+    assert 'strato_edge_request_duration_seconds_count{model="tiny",version="1"} 2' in text
     assert 'strato_edge_batch_size_bucket{model="tiny",le="4"} 1' in text
     assert 'strato_edge_queue_depth{model="tiny"} 0' in text
+    # queue time and compute time are apart; the build and the process are described
+    assert 'strato_edge_compute_duration_seconds_count{model="tiny",version="1"} 1' in text
+    assert 'strato_edge_queue_duration_seconds_count{model="tiny",version="1"} 1' in text
+    assert re.search(r'^strato_build_info\{version="[^"]+",python="[^"]+"\} 1$', text, re.M)
+    for family in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+        assert re.search(rf"^{family} [0-9.]+$", text, re.M), family
 
 
 def test_token_guards_every_route_but_health(tiny_registry, edge_server, digit_batch):
