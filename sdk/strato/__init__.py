@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from . import policies
 from ._breaker import BreakerConfig
 from ._bundle import Artifact, Bundle, Manifest, make_bundle
-from ._client import Classification, Client, Prediction
+from ._client import Client
 from ._errors import (
     BundleError,
     ConfigError,
@@ -32,8 +32,9 @@ from ._errors import (
     Unauthorized,
     Unavailable,
     VersionExists,
+    VersionMismatch,
 )
-from ._messages import InferRequest, InferResponse
+from ._messages import Classification, InferRequest, InferResponse, Prediction
 from ._outbox import Queued
 from ._registry import ModelRef, Registry
 from ._tensors import TensorSpec
@@ -92,6 +93,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "VersionExists",
+    "VersionMismatch",
     "__version__",
     "make_bundle",
     "policies",

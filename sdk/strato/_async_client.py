@@ -1,41 +1,30 @@
-"""`AsyncClient`: the async twin of `Client` (same policies, breakers, provenance).
+"""`AsyncClient`: the async twin of `Client` — the same routing core, driven with awaits.
 
 Async transports (`AsyncEdge`) run on the event loop; sync ones (`Local`, `Lambda`, `SageMaker`,
-`Edge`) run in a worker thread through `Threaded`. Hedged requests are real tasks: the loser is
+`Edge`) run in a worker thread through `Threaded`. Hedge legs are real tasks: the loser is
 cancelled, not abandoned.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
-from strato._cascade import cascade_reason, confidence_rows, merge_rows, rows_of
-from strato._client import Classification, Inputs, Prediction, _Base, chunk_rows
-from strato._errors import ConfigError, InferenceError, Timeout, TransportError, Unavailable
-from strato._messages import InferRequest, InferResponse
-from strato._routing import (
-    Backend,
-    ModelInfo,
-    RouterBase,
-    backoff,
-    failure_kind,
-    hedge_delay,
-)
+from strato._breaker import BreakerConfig
+from strato._client import ClientBase, Inputs
+from strato._errors import ConfigError
+from strato._route_steps import Call, Cancel, Finished, Metadata, Sleep, Start, Wait
+from strato._routing import Router
 from strato._transports.base import AsyncTransport, Transport
-from strato.policies import Cascade, LatencySLO, Policy, Retry
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from strato._breaker import BreakerConfig
+    from strato._messages import Classification, InferRequest, InferResponse, Prediction
+    from strato._route_steps import Steps, T
+    from strato.policies import Policy, Retry
 
 __all__ = ["AsyncClient", "Threaded"]
-
-Outcome = tuple[InferResponse, str, int]
-Tried = tuple[InferResponse | None, TransportError | None, int]
-perf_counter = time.perf_counter
 
 
 class Threaded(AsyncTransport):
@@ -46,6 +35,12 @@ class Threaded(AsyncTransport):
         self.name = transport.name
         self.tier = transport.tier
         self.payload_limit = transport.payload_limit
+        self.in_process = getattr(transport, "in_process", False)
+        self.url = getattr(transport, "url", None)
+
+    def max_tensor_bytes(self, inputs: int) -> int | None:
+        """The wrapped transport's budget."""
+        return self.transport.max_tensor_bytes(inputs)
 
     async def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
         return await asyncio.to_thread(self.transport.infer, request, timeout=timeout)
@@ -63,187 +58,13 @@ class Threaded(AsyncTransport):
         return f"Threaded({self.transport!r})"
 
 
-def _awaitable(transport: Transport | AsyncTransport | None) -> AsyncTransport | None:
-    if transport is None or isinstance(transport, AsyncTransport):
-        return transport
-    return Threaded(transport)
+def _awaitable(transport: Any) -> Any:
+    if isinstance(transport, Transport):
+        return Threaded(transport)
+    return transport  # None, an AsyncTransport, or a mistake the router names
 
 
-class AsyncRouter(RouterBase):
-    """`Router`, awaited."""
-
-    async def call(
-        self, backend: Backend, request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Tried:
-        tries = 0
-        failed: TransportError | None = None
-        breaker = backend.breaker
-        while True:
-            if failed is not None:
-                if tries >= self.retry.attempts or not breaker.allow():
-                    return None, failed, tries
-                delay = backoff(self.retry, tries)
-                if perf_counter() + delay >= deadline:
-                    breaker.release()
-                    return None, failed, tries
-                await asyncio.sleep(delay)
-            remaining = deadline - perf_counter()
-            if remaining <= 0:
-                breaker.release()
-                return (
-                    None,
-                    failed or Timeout(f"{backend.name}: deadline passed", backend=backend.name),
-                    tries,
-                )
-            tries += 1
-            start = perf_counter()
-            try:
-                response = await backend.transport.infer(request, timeout=remaining)
-            except TransportError as exc:
-                breaker.failure()
-                failed = exc
-                continue
-            except (InferenceError, asyncio.CancelledError):
-                breaker.release()
-                raise
-            breaker.success()
-            backend.latency.record(perf_counter() - start)
-            return self.checked(backend, response, request, info), None, tries
-
-    async def route(
-        self, policy: Policy, request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Outcome:
-        if isinstance(policy, Cascade):
-            return await self.cascade(policy, request, deadline, info)
-        if isinstance(policy, LatencySLO):
-            return await self.hedge(policy, request, deadline, info)
-        plan = self._plans.get((id(policy), info.cloud_allowed)) or self.plan(
-            policy, info, request.model
-        )
-        return await self.failover(plan, request, deadline, info)
-
-    async def failover(
-        self, backends: list[Backend], request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Outcome:
-        reasons: list[str] = []
-        attempts = 0
-        error: TransportError | None = None
-        skipped: list[Backend] = []
-        last_resort = False
-        queue = list(backends)
-        while queue:
-            backend = queue.pop(0)
-            # allow() lazily, one backend at a time: in half-open it takes the probe slot
-            if not last_resort and not backend.breaker.allow():
-                skipped.append(backend)
-                reasons.append(f"{backend.tier}-open")
-                if not queue:
-                    queue, skipped, last_resort = skipped, [], True
-                continue
-            try:
-                response, failed, tries = await self.call(backend, request, deadline, info)
-            except Unavailable as exc:  # another model version
-                reasons.append(f"{backend.tier}-version")
-                attempts, error = attempts + 1, exc
-            else:
-                attempts += tries
-                if response is not None:
-                    tier = f"{backend.tier}(open)" if last_resort else backend.tier
-                    return response, "→".join([*reasons, tier]), attempts
-                assert failed is not None
-                error = failed
-                reasons.append(f"{backend.tier}-{failure_kind(failed)}")
-            if not queue and skipped:
-                queue, skipped, last_resort = skipped, [], True
-        raise error or Unavailable("no backend to try", backend=None)
-
-    async def cascade(
-        self, policy: Cascade, request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Outcome:
-        edges = [b for b in self.backends if b.tier == "edge"]
-        clouds = [b for b in self.backends if b.tier == "cloud"] if info.cloud_allowed else []
-        response, reason, attempts = await self.failover(edges + clouds, request, deadline, info)
-        if not edges or response.served_by not in {b.name for b in edges}:
-            return response, reason, attempts
-        confidence, rows, threshold = confidence_rows(response, policy, info)
-        reason = cascade_reason(confidence, rows, threshold)
-        if not len(rows):
-            return response, reason, attempts
-        if not clouds:
-            note = "cloud: never" if not info.cloud_allowed else "no cloud tier"
-            return response, f"{reason}, {note}: edge answer kept", attempts
-        escalated = rows_of(request, rows) if len(rows) < len(confidence) else request
-        try:
-            cloud, cloud_reason, tries = await self.failover(clouds, escalated, deadline, info)
-        except TransportError as exc:
-            return response, f"{reason}, cloud-{failure_kind(exc)}: edge answer kept", attempts + 1
-        if escalated is request:
-            return cloud, f"{reason}→{cloud_reason}", attempts + tries
-        return merge_rows(response, cloud, rows), f"{reason}→{cloud_reason}", attempts + tries
-
-    async def hedge(
-        self, policy: LatencySLO, request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Outcome:
-        deadline = min(deadline, perf_counter() + policy.deadline_ms / 1e3)
-        edge = next((b for b in self.backends if b.tier == "edge"), None)
-        cloud = (
-            next((b for b in self.backends if b.tier == "cloud"), None)
-            if info.cloud_allowed
-            else None
-        )
-        if edge is None or cloud is None or not edge.breaker.allow():
-            return await self.failover(
-                [b for b in (edge, cloud) if b is not None], request, deadline, info
-            )
-        hedge_after = hedge_delay(policy, edge, deadline)
-        edge_task = asyncio.ensure_future(self.call(edge, request, deadline, info))
-        done, _ = await asyncio.wait({edge_task}, timeout=hedge_after)
-        if done:
-            response, failed, tries = edge_task.result()
-            if response is not None:
-                return response, "edge", tries
-            assert failed is not None
-            answer, reason, more = await self.failover([cloud], request, deadline, info)
-            return answer, f"edge-{failure_kind(failed)}→{reason}", tries + more
-        cloud_task = asyncio.ensure_future(self.call(cloud, request, deadline, info))
-        try:
-            return await self.first_answer(edge_task, cloud_task, hedge_after, deadline)
-        finally:
-            for task in (edge_task, cloud_task):
-                task.cancel()
-
-    async def first_answer(
-        self,
-        edge_task: asyncio.Future[Tried],
-        cloud_task: asyncio.Future[Tried],
-        hedge_after: float,
-        deadline: float,
-    ) -> Outcome:
-        pending: set[asyncio.Future[Tried]] = {edge_task, cloud_task}
-        error: TransportError | None = None
-        after = f"hedge after {hedge_after * 1e3:.0f}ms"
-        while pending:
-            timeout = max(0.0, deadline - perf_counter())
-            done, pending = await asyncio.wait(
-                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                break
-            for task in done:
-                try:
-                    response, failed, _ = task.result()
-                except TransportError as exc:
-                    response, failed = None, exc
-                if response is not None:
-                    winner = "edge" if task is edge_task else "cloud"
-                    return response, f"{after}: {winner} won", 2
-                error = failed
-        if error is not None and not pending:
-            raise error
-        raise Timeout(f"no tier answered within the deadline ({after})", backend=None)
-
-
-class AsyncClient(_Base):
+class AsyncClient(ClientBase):
     """The async twin of `Client`.
 
     >>> async with AsyncClient(edge=AsyncEdge("http://127.0.0.1:8000"), cloud=Lambda("strato-infer")) as client:
@@ -262,36 +83,66 @@ class AsyncClient(_Base):
         require_same_version: bool = False,
         cloud_never: bool | Collection[str] = False,
     ) -> None:
-        backends = self._configure(
-            _awaitable(edge), _awaitable(cloud), policy, timeout, cloud_never, breaker
+        self.router = Router(
+            _awaitable(edge),
+            _awaitable(cloud),
+            policy=policy,
+            timeout=timeout,
+            retry=retry,
+            breaker=breaker or BreakerConfig(),
+            require_same_version=require_same_version,
+            cloud_never=cloud_never,
         )
-        self.router = AsyncRouter(
-            backends, retry=retry or Retry(), require_same_version=require_same_version
-        )
+        self.edge = edge
+        self.cloud = cloud
+        self.timeout = timeout
 
-    @property
-    def backends(self) -> list[Backend]:
-        return self.router.backends
+    # --- the driver ----------------------------------------------------------------------
+    async def _drive(self, steps: Steps[T]) -> T:
+        """Carry out the core's commands until it returns (awaiting)."""
+        try:
+            command = next(steps)
+            while True:
+                try:
+                    if type(command) is Call:
+                        outcome = await command.backend.transport.infer(
+                            command.request, timeout=command.timeout
+                        )
+                    else:
+                        outcome = await self._perform(command)
+                except BaseException as exc:  # cancelled too: the core frees the breaker slot
+                    command = steps.throw(exc)
+                    continue
+                command = steps.send(outcome)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
+    async def _perform(self, command: Any) -> Any:
+        if type(command) is Metadata:
+            return await command.backend.transport.metadata(command.model)
+        if type(command) is Sleep:
+            await asyncio.sleep(command.seconds)
+            return None
+        if type(command) is Start:
+            return asyncio.ensure_future(self._drive(command.steps))
+        if type(command) is Wait:
+            done, _ = await asyncio.wait(
+                command.handles, timeout=command.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            return [_finished(task) for task in command.handles if task in done]
+        if type(command) is Cancel:
+            for task in command.handles:
+                task.cancel()
+            return None
+        raise TypeError(f"unknown routing command {command!r}")
+
+    # --- calls ---------------------------------------------------------------------------
     async def metadata(self, model: str) -> dict[str, Any]:
-        if model not in self._metadata:
-            await self._info(model)
-        return self._metadata[model]
-
-    async def _info(self, model: str) -> ModelInfo:
-        info = self._models.get(model)
-        if info is not None:
-            return info
-        error: Exception | None = None
-        for backend in sorted(self.backends, key=lambda b: b.tier != "edge"):
-            try:
-                metadata = await backend.transport.metadata(model)
-            except (TransportError, InferenceError) as exc:
-                error = exc
-                continue
-            return self._remember(model, metadata, backend.tier == "edge")
-        assert error is not None
-        raise error
+        """OIP metadata of `model`, from the edge tier first (cached)."""
+        if model not in self.router.metadata:
+            await self._drive(self.router.info(model))
+        return self.router.metadata[model]
 
     async def predict(
         self,
@@ -303,12 +154,10 @@ class AsyncClient(_Base):
         policy: Policy | None = None,
         request_id: str | None = None,
     ) -> Prediction:
-        start = perf_counter()
-        info = self._models.get(model) or await self._info(model)
-        request = InferRequest(model, self._named(model, x, info), version, request_id)
-        deadline = start + (timeout or self.timeout)
-        outcome = await self.router.route(policy or self.policy, request, deadline, info)
-        return self._prediction(outcome, start)
+        """One answer for `x`, as `Client.predict`."""
+        return await self._drive(
+            self.router.predict(model, x, version, timeout, policy, request_id)
+        )
 
     async def predict_many(
         self,
@@ -322,25 +171,24 @@ class AsyncClient(_Base):
         """Chunks within every tier's payload limit, `concurrency` of them in flight."""
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
-        inputs = self._named(model, x, await self._info(model))
-        total = len(next(iter(inputs.values())))
-        step = rows or chunk_rows(inputs, min(b.transport.payload_limit for b in self.backends))
+        info = await self._drive(self.router.info(model, options.get("policy")))
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(i: int) -> Prediction:
+        async def one(chunk: Inputs) -> Prediction:
             async with gate:
-                return await self.predict(
-                    model, {k: v[i : i + step] for k, v in inputs.items()}, **options
-                )
+                return await self.predict(model, chunk, **options)
 
-        return list(await asyncio.gather(*(one(i) for i in range(0, total, step))))
+        chunks = self._chunks(model, x, info, rows)
+        return list(await asyncio.gather(*(one(chunk) for chunk in chunks)))
 
     async def classify(
         self, model: str, x: Inputs, *, version: str | None = None, **options: Any
     ) -> Classification:
+        """Labels and calibrated probabilities, as `Client.classify`."""
         return self._classification(model, await self.predict(model, x, version=version, **options))
 
     async def aclose(self) -> None:
+        """Close every transport."""
         for backend in self.backends:
             await backend.transport.aclose()
 
@@ -349,3 +197,10 @@ class AsyncClient(_Base):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _finished(task: asyncio.Future[Any]) -> Finished:
+    if task.cancelled():
+        return Finished(task, None, asyncio.CancelledError())
+    error = task.exception()
+    return Finished(task, None if error is not None else task.result(), error)

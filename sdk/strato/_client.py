@@ -1,70 +1,44 @@
 """`Client`: one `predict()` for every tier; the policy picks the tier, the Prediction says which.
 
+The routing itself is the sans-IO core in `strato._routing`; `Client` is its blocking driver
+(calls in this thread, hedge legs in a small thread pool), `AsyncClient` its awaiting twin.
+
 >>> client = Client(edge=Edge("http://127.0.0.1:8000"), cloud=Lambda("strato-infer"))
 >>> pred = client.predict("digits-mlp", x)
->>> pred.served_by, pred.model_version, pred.route_reason, pred.latency_ms
+>>> pred.served_by, pred.tier, pred.model_version, pred.route_reason, pred.latency_ms
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from strato._breaker import BreakerConfig
 from strato._cascade import softmax
-from strato._errors import ConfigError, InferenceError, InvalidInput, TransportError
-from strato._messages import InferRequest
+from strato._errors import ConfigError, InferenceError, TransportError
+from strato._messages import Classification, InferRequest, Prediction
 from strato._outbox import UNNAMED, Outbox, Queued
-from strato._routing import Backend, ModelInfo, Router
-from strato.policies import EdgeFirst, Policy, Retry
+from strato._payload import row_chunks
+from strato._route_steps import Call, Cancel, Finished, Metadata, Sleep, Start, Wait
+from strato._routing import Router, named
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Collection
 
-    from strato._messages import InferResponse
+    from strato._route_steps import Backend, ModelInfo, Steps, T
     from strato._transports.base import Transport
+    from strato.policies import Policy, Retry
 
-__all__ = ["Classification", "Client", "Prediction", "chunk_rows", "softmax"]
+__all__ = ["Classification", "Client", "Inputs", "Prediction", "chunk_rows", "softmax"]
 
 Inputs = np.ndarray[Any, Any] | Mapping[str, np.ndarray[Any, Any]]
-perf_counter = time.perf_counter
-
-
-@dataclass(slots=True)
-class Prediction:
-    """What came back, and where from: `served_by` is the transport's name (`edge+lambda` when a
-    cascade merged rows from both), `route_reason` why it went there."""
-
-    outputs: dict[str, np.ndarray[Any, Any]]
-    served_by: str
-    model_name: str
-    model_version: str
-    latency_ms: float
-    precision: str | None = None
-    route_reason: str = ""
-    attempts: int = 1
-
-    @property
-    def output(self) -> np.ndarray[Any, Any]:
-        """The first (for classifiers, the only) output."""
-        return next(iter(self.outputs.values()))
-
-
-@dataclass(slots=True)
-class Classification:
-    labels: list[str]
-    probabilities: np.ndarray[Any, Any]
-    indices: np.ndarray[Any, Any]
-    prediction: Prediction = field(repr=False)
-
-    @property
-    def confidence(self) -> np.ndarray[Any, Any]:
-        return np.asarray(self.probabilities.max(axis=-1))
 
 
 def chunk_rows(inputs: Mapping[str, np.ndarray[Any, Any]], payload_limit: int) -> int:
@@ -73,77 +47,39 @@ def chunk_rows(inputs: Mapping[str, np.ndarray[Any, Any]], payload_limit: int) -
     return max(1, (payload_limit - 64 * 1024) // row_bytes)
 
 
-class _Base:
-    """What `Client` and `AsyncClient` share: settings, model info, inputs, classification."""
+class ClientBase:
+    """What `Client` and `AsyncClient` share around the core: settings, chunking, labels."""
 
-    def _configure(
-        self,
-        edge: Any,
-        cloud: Any,
-        policy: Policy | None,
-        timeout: float,
-        cloud_never: bool | Collection[str],
-        breaker: BreakerConfig | None,
-    ) -> list[Backend]:
-        if edge is None and cloud is None:
-            raise ConfigError("Client needs an edge or a cloud transport (or both)")
-        if edge is not None and edge.tier != "edge":
-            raise ConfigError(
-                f"edge= takes an edge-tier transport, got {edge!r} (tier {edge.tier})"
-            )
-        if cloud is not None and cloud.tier != "cloud":
-            raise ConfigError(
-                f"cloud= takes a cloud-tier transport, got {cloud!r} (tier {cloud.tier})"
-            )
-        self.edge = edge
-        self.cloud = cloud
-        self.policy = policy or EdgeFirst()
-        self.timeout = timeout
-        self._cloud_never = cloud_never
-        self._models: dict[str, ModelInfo] = {}
-        self._metadata: dict[str, dict[str, Any]] = {}
-        config = breaker or BreakerConfig()
-        return [Backend(t, config) for t in (edge, cloud) if t is not None]
+    router: Router
 
-    def _private(self, model: str) -> bool:
-        never = self._cloud_never
-        return never if isinstance(never, bool) else model in never
+    @property
+    def backends(self) -> list[Backend]:
+        """The client's backends (edge first), each with its breaker and latencies."""
+        return self.router.backends
 
-    def _remember(self, model: str, metadata: dict[str, Any], from_edge: bool) -> ModelInfo:
-        info = ModelInfo.from_metadata(metadata, from_edge=from_edge, private=self._private(model))
-        self._metadata[model] = metadata
-        self._models[model] = info
-        return info
+    @property
+    def policy(self) -> Policy:
+        """The policy used when a call names none."""
+        return self.router.policy
 
-    @staticmethod
-    def _named(model: str, x: Inputs, info: ModelInfo) -> dict[str, np.ndarray[Any, Any]]:
-        if isinstance(x, np.ndarray):
-            names = info.input_names
-            if len(names) != 1:
-                raise InvalidInput(f"{model} takes {len(names)} inputs {names}; pass a dict")
-            return {names[0]: x}
-        if not isinstance(x, Mapping):
-            raise InvalidInput(
-                f"inputs must be an ndarray or a dict of them, got {type(x).__name__}"
-            )
-        return x if isinstance(x, dict) else dict(x)
-
-    @staticmethod
-    def _prediction(outcome: tuple[InferResponse, str, int], start: float) -> Prediction:
-        response, reason, attempts = outcome
-        return Prediction(
-            response.outputs,
-            response.served_by,
-            response.model_name,
-            response.model_version,
-            (perf_counter() - start) * 1e3,
-            response.precision,
-            reason,
-            attempts,
+    def _chunks(
+        self, model: str, x: Inputs, info: ModelInfo, rows: int | None
+    ) -> list[dict[str, np.ndarray[Any, Any]]]:
+        inputs = named(model, x, info)
+        limits = [b.transport.payload_limit for b in self.backends if b.limited]
+        step = rows or (
+            chunk_rows(inputs, min(limits)) if limits else len(next(iter(inputs.values())))
         )
+        if step < 1:
+            raise ConfigError("rows must be at least 1")
+        return row_chunks(inputs, step)
 
     def _classification(self, model: str, prediction: Prediction) -> Classification:
-        info = self._models[model]
+        info = self.router.models[model]
+        if info.task is not None and info.task != "classification":
+            raise ConfigError(
+                f"classify: {model} is a {info.task} model, not a classifier; use predict()"
+            )
         probabilities = softmax(prediction.output, info.temperature)
         indices = probabilities.argmax(axis=-1)
         labels = info.labels
@@ -151,7 +87,7 @@ class _Base:
         return Classification(names, probabilities, indices, prediction)
 
 
-class Client(_Base):
+class Client(ClientBase):
     """Route each call to the edge or the cloud, by `policy` (default `EdgeFirst`).
 
     >>> client = Client(edge=Local(".strato/registry"))
@@ -172,37 +108,88 @@ class Client(_Base):
         cloud_never: bool | Collection[str] = False,
         outbox: str | os.PathLike[str] | None = None,
     ) -> None:
-        backends = self._configure(edge, cloud, policy, timeout, cloud_never, breaker)
         self.router = Router(
-            backends, retry=retry or Retry(), require_same_version=require_same_version
+            edge,
+            cloud,
+            policy=policy,
+            timeout=timeout,
+            retry=retry,
+            breaker=breaker or BreakerConfig(),
+            require_same_version=require_same_version,
+            cloud_never=cloud_never,
         )
+        self.edge = edge
+        self.cloud = cloud
+        self.timeout = timeout
         self.outbox = Outbox(outbox) if outbox is not None else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
-    @property
-    def backends(self) -> list[Backend]:
-        return self.router.backends
+    # --- the driver ----------------------------------------------------------------------
+    def _drive(self, steps: Steps[T], cancelled: threading.Event | None = None) -> T:
+        """Carry out the core's commands until it returns (blocking)."""
+        try:
+            command = next(steps)
+            while True:
+                if cancelled is not None and cancelled.is_set():
+                    steps.close()  # an abandoned hedge leg stops at its next step
+                    return None  # type: ignore[return-value]
+                if type(command) is Call:
+                    try:
+                        answer = command.backend.transport.infer(
+                            command.request, timeout=command.timeout
+                        )
+                    except BaseException as exc:
+                        command = steps.throw(exc)
+                        continue
+                    command = steps.send(answer)
+                else:
+                    try:
+                        outcome = self._perform(command)
+                    except BaseException as exc:
+                        command = steps.throw(exc)
+                        continue
+                    command = steps.send(outcome)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    def _perform(self, command: Any) -> Any:
+        if type(command) is Metadata:
+            return command.backend.transport.metadata(command.model)
+        if type(command) is Sleep:
+            time.sleep(command.seconds)
+            return None
+        if type(command) is Start:
+            cancelled = threading.Event()
+            future = self._hedge_pool().submit(self._drive, command.steps, cancelled)
+            future.cancelled_event = cancelled  # type: ignore[attr-defined]
+            return future
+        if type(command) is Wait:
+            done, _ = wait(command.handles, timeout=command.timeout, return_when=FIRST_COMPLETED)
+            return [_finished(future) for future in command.handles if future in done]
+        if type(command) is Cancel:
+            for future in command.handles:
+                future.cancelled_event.set()
+                future.cancel()
+            return None
+        raise TypeError(f"unknown routing command {command!r}")
+
+    def _hedge_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=64, thread_name_prefix="strato-hedge"
+                    )
+        return self._pool
 
     # --- model metadata ------------------------------------------------------------------
     def metadata(self, model: str) -> dict[str, Any]:
         """OIP metadata of `model`, from the edge tier first (cached)."""
-        if model not in self._metadata:
-            self._info(model)
-        return self._metadata[model]
-
-    def _info(self, model: str) -> ModelInfo:
-        info = self._models.get(model)
-        if info is not None:
-            return info
-        error: Exception | None = None
-        for backend in sorted(self.backends, key=lambda b: b.tier != "edge"):
-            try:
-                metadata = backend.transport.metadata(model)
-            except (TransportError, InferenceError) as exc:
-                error = exc
-                continue
-            return self._remember(model, metadata, backend.tier == "edge")
-        assert error is not None
-        raise error
+        if model not in self.router.metadata:
+            self._drive(self.router.info(model))
+        return self.router.metadata[model]
 
     # --- calls ---------------------------------------------------------------------------
     def predict(
@@ -215,35 +202,29 @@ class Client(_Base):
         policy: Policy | None = None,
         request_id: str | None = None,
     ) -> Prediction:
-        """One answer for `x` (ndarray for single-input models, else a dict name → ndarray)."""
-        start = perf_counter()
-        info = self._models.get(model) or self._info(model)
-        # Hot path: an ndarray for a single-input model needs no checks beyond the type.
-        single = info.single_input
-        inputs = {single: x} if single and type(x) is np.ndarray else self._named(model, x, info)
-        request = InferRequest(model, inputs, version, request_id)
-        outcome = self.router.route(
-            policy or self.policy, request, start + (timeout or self.timeout), info
-        )
-        return self._prediction(outcome, start)
+        """One answer for `x` (ndarray for single-input models, else a dict name → ndarray).
+
+        Rows that do not fit a transport's payload limit go in several requests (`attempts`
+        counts them) and come back as one answer.
+        """
+        return self._drive(self.router.predict(model, x, version, timeout, policy, request_id))
 
     def predict_many(
         self, model: str, x: Inputs, *, rows: int | None = None, **options: Any
     ) -> list[Prediction]:
-        """Predict a large batch in chunks (axis 0) that fit every tier's payload limit."""
-        inputs = self._named(model, x, self._info(model))
-        total = len(next(iter(inputs.values())))
-        limit = min(b.transport.payload_limit for b in self.backends)
-        step = rows or chunk_rows(inputs, limit)
+        """One `Prediction` per chunk of `rows` rows (default: what fits every tier's limit)."""
+        info = self._drive(self.router.info(model, options.get("policy")))
         return [
-            self.predict(model, {k: v[i : i + step] for k, v in inputs.items()}, **options)
-            for i in range(0, total, step)
+            self.predict(model, chunk, **options) for chunk in self._chunks(model, x, info, rows)
         ]
 
     def classify(
         self, model: str, x: Inputs, *, version: str | None = None, **options: Any
     ) -> Classification:
-        """Labels and calibrated probabilities (the manifest's temperature) for each row."""
+        """Labels and calibrated probabilities (the manifest's temperature) for each row.
+
+        A model whose manifest task is not `classification` is a `ConfigError`.
+        """
         return self._classification(model, self.predict(model, x, version=version, **options))
 
     # --- outbox --------------------------------------------------------------------------
@@ -262,7 +243,8 @@ class Client(_Base):
             return self.predict(model, x, version=version, request_id=key)
         except TransportError:
             pass
-        inputs = self._named(model, x, self._models[model]) if model in self._models else None
+        info = self.router.models.get(model)
+        inputs = named(model, x, info) if info is not None else None
         if inputs is None:  # metadata never reached us: names resolve at flush time
             inputs = {UNNAMED: x} if isinstance(x, np.ndarray) else dict(x)
         outbox.put(key, InferRequest(model, inputs, version, key))
@@ -299,7 +281,10 @@ class Client(_Base):
         return self.outbox
 
     def close(self) -> None:
-        self.router.close()
+        """Stop hedge threads and close every transport (and the outbox)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         for backend in self.backends:
             backend.transport.close()
         if self.outbox is not None:
@@ -313,3 +298,8 @@ class Client(_Base):
 
     def __repr__(self) -> str:
         return f"Client(edge={self.edge!r}, cloud={self.cloud!r}, policy={self.policy!r})"
+
+
+def _finished(future: Future[Any]) -> Finished:
+    error = future.exception()
+    return Finished(future, None if error is not None else future.result(), error)

@@ -11,7 +11,8 @@ this tree::
     │   ├── Unavailable
     │   │   └── ModelUnavailable       (503: the server's model is not loaded, yet)
     │   ├── Timeout
-    │   └── Throttled
+    │   ├── Throttled
+    │   └── VersionMismatch        (answered, but another model version: not a health fault)
     ├── InferenceError                 (never retried, never re-routed)
     │   ├── InvalidInput
     │   │   └── PayloadTooLarge        (413)
@@ -54,6 +55,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "VersionExists",
+    "VersionMismatch",
 ]
 
 
@@ -78,9 +80,17 @@ class Unauthorized(ConfigError):
 class TransportError(StratoError):
     """A backend could not be reached or did not answer in time: safe to retry elsewhere."""
 
-    def __init__(self, message: str, *, backend: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        failures: tuple[TransportError, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.backend = backend
+        # When every tier failed: each tier's own failure, in the order they were tried.
+        self.failures = failures
 
 
 class Unavailable(TransportError):
@@ -99,6 +109,12 @@ class Timeout(TransportError):
 
 class Throttled(TransportError):
     """The backend answered 429 / TooManyRequests."""
+
+
+class VersionMismatch(TransportError):
+    """A backend answered with another model version than the edge serves (or the call pinned),
+    and the client asked for `require_same_version`: try another tier, but the backend is healthy
+    (its circuit breaker does not count it)."""
 
 
 class InferenceError(StratoError):

@@ -1,407 +1,61 @@
-"""The router: carries out a policy over the client's backends (sync; the async twin is in
-`_async_client.py` and shares everything here that does no I/O).
+"""The routing core, sans-IO: every policy written once, as generators of commands.
 
-Each call returns `(response, route_reason, attempts)`. Reasons read like `edge`,
-`edge-unavailable→cloud`, `edge-open→cloud` (breaker open), `cascade p=0.62<0.80`,
-`hedge after 12ms: cloud won`.
+`Router.predict` yields `Call`/`Metadata`/`Sleep`/`Start`/`Wait`/`Cancel` commands
+(`strato._route_steps`) and consumes their outcomes; `Client` and `AsyncClient` drive it with
+blocking calls or awaits. Breakers, retries (full-jitter backoff, retryable errors only, within
+the deadline), payload chunks, cascade rows, hedges and route reasons live here and nowhere else.
+
+Reasons read like `edge`, `edge-unavailable→cloud`, `edge-open→cloud` (breaker open),
+`cascade p=0.62<0.80 (manifest)→cloud`, `hedge after 12ms: cloud won`.
 """
 
 from __future__ import annotations
 
-import random
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from strato._breaker import Breaker, BreakerConfig, LatencyTracker
-from strato._cascade import cascade_reason, confidence_rows, merge_rows, rows_of
+import numpy as np
+
+from strato._cascade import (
+    CascadeSettings,
+    cascade_reason,
+    cascade_settings,
+    confidence_rows,
+    merge_rows,
+    rows_of,
+)
 from strato._errors import (
     ConfigError,
-    InferenceError,
-    Throttled,
+    InvalidInput,
+    StratoError,
     Timeout,
     TransportError,
     Unavailable,
 )
-from strato._messages import InferRequest, InferResponse
-from strato.policies import Cascade, LatencySLO, Policy, Retry
+from strato._failover import Failover, Outcome, Tried, all_failed, failure_kind
+from strato._messages import InferRequest, Prediction
+from strato._route_steps import (
+    Backend,
+    Call,
+    Cancel,
+    Finished,
+    Metadata,
+    ModelInfo,
+    Start,
+    Steps,
+    Wait,
+)
+from strato.policies import Cascade, EdgeFirst, LatencySLO, Policy, Retry
 
 if TYPE_CHECKING:
-    from strato._transports.base import AsyncTransport, Transport
+    from collections.abc import Collection
 
-__all__ = ["Backend", "ModelInfo", "Router", "RouterBase", "failure_kind"]
+    from strato._breaker import BreakerConfig
 
-Outcome = tuple[InferResponse, str, int]
+__all__ = ["Router", "hedge_delay", "named"]
+
 perf_counter = time.perf_counter
-
-
-class Backend:
-    """One transport with its breaker and its recent latencies."""
-
-    __slots__ = ("breaker", "latency", "name", "tier", "transport")
-
-    def __init__(self, transport: Transport | AsyncTransport, breaker: BreakerConfig) -> None:
-        self.transport: Any = transport
-        self.name = transport.name
-        self.tier = transport.tier
-        self.breaker = Breaker(breaker)
-        self.latency = LatencyTracker()
-
-    def __repr__(self) -> str:
-        return f"Backend({self.name!r}, tier={self.tier!r}, {self.breaker!r})"
-
-
-@dataclass(slots=True)
-class ModelInfo:
-    """What the router needs from a model's metadata, read once per model."""
-
-    input_names: list[str]
-    cloud_allowed: bool = True
-    temperature: float = 1.0
-    threshold: float | None = None
-    edge_share: float | None = None
-    labels: list[str] = field(default_factory=list)
-    version: str | None = None  # the version the edge serves (for require_same_version)
-    single_input: str | None = None  # the input's name when the model takes exactly one
-
-    def __post_init__(self) -> None:
-        if len(self.input_names) == 1:
-            self.single_input = self.input_names[0]
-
-    @classmethod
-    def from_metadata(
-        cls, metadata: dict[str, Any], *, from_edge: bool, private: bool
-    ) -> ModelInfo:
-        parameters = metadata.get("parameters") or {}
-        calibration = parameters.get("calibration") or {}
-        versions = metadata.get("versions") or []
-        threshold = calibration.get("cascade_threshold")
-        share = calibration.get("edge_share")
-        return cls(
-            input_names=[str(spec["name"]) for spec in metadata.get("inputs") or []],
-            cloud_allowed=not private and parameters.get("cloud", "allowed") != "never",
-            temperature=float(calibration.get("temperature") or 1.0),
-            threshold=None if threshold is None else float(threshold),
-            edge_share=None if share is None else float(share),
-            labels=[str(label) for label in parameters.get("labels") or []],
-            version=str(versions[0]) if from_edge and versions else None,
-        )
-
-
-def failure_kind(error: TransportError) -> str:
-    if isinstance(error, Timeout):
-        return "timeout"
-    if isinstance(error, Throttled):
-        return "throttled"
-    return "unavailable"
-
-
-def backoff(retry: Retry, tries: int) -> float:
-    """Full jitter: U(0, min(cap, base·2^(tries-1))) seconds."""
-    return random.uniform(0.0, min(retry.cap_ms, retry.base_ms * 2 ** (tries - 1)) / 1e3)
-
-
-def version_error(backend: Backend, response: InferResponse, wanted: str) -> Unavailable:
-    return Unavailable(
-        f"{backend.name} answered with {response.model_name}:{response.model_version} but the edge "
-        f"serves version {wanted} (require_same_version=True)",
-        backend=backend.name,
-    )
-
-
-class RouterBase:
-    """What the sync and async routers share: backends, settings, plans, the version check."""
-
-    def __init__(
-        self,
-        backends: list[Backend],
-        *,
-        retry: Retry,
-        require_same_version: bool,
-    ) -> None:
-        self.backends = backends
-        self.retry = retry
-        self.require_same_version = require_same_version
-        self._plans: dict[tuple[int, bool], list[Backend]] = {}
-        self._last: tuple[Policy | None, bool, list[Backend]] = (None, True, [])
-        self._policies: list[Policy] = []
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    # --- which backends ------------------------------------------------------------------
-    def candidates(self, policy: Policy, info: ModelInfo, model: str) -> list[Backend]:
-        chosen = [b for tier in policy.order for b in self.backends if b.tier == tier]
-        if not info.cloud_allowed:
-            chosen = [b for b in chosen if b.tier != "cloud"]
-            if not chosen:
-                raise ConfigError(
-                    f"{model} is marked cloud: never and policy {type(policy).__name__} "
-                    "has no edge tier to use"
-                )
-        return chosen
-
-    def plan(self, policy: Policy, info: ModelInfo, model: str) -> list[Backend]:
-        plan = self.candidates(policy, info, model)
-        self._plans[(id(policy), info.cloud_allowed)] = plan
-        self._policies.append(policy)  # keeps id(policy) from being reused while cached
-        return plan
-
-    def checked(
-        self, backend: Backend, response: InferResponse, request: InferRequest, info: ModelInfo
-    ) -> InferResponse:
-        if backend.tier == "edge":
-            info.version = response.model_version or info.version
-            return response
-        wanted = request.version or info.version
-        if self.require_same_version and wanted and response.model_version != wanted:
-            raise version_error(backend, response, wanted)
-        return response
-
-
-class Router(RouterBase):
-    """Carries out policies for `Client` over its backends (thread-safe)."""
-
-    # --- one backend, with retries ------------------------------------------------------
-    def call(
-        self,
-        backend: Backend,
-        request: InferRequest,
-        deadline: float,
-        info: ModelInfo,
-        failed: TransportError | None = None,
-    ) -> tuple[InferResponse | None, TransportError | None, int]:
-        """(response, None, tries) or (None, error, tries); `InferenceError` propagates.
-
-        `failed`: the first try already failed with this error (the hot path's), so go on
-        from the retry.
-        """
-        tries = 0 if failed is None else 1
-        breaker = backend.breaker
-        while True:
-            if failed is not None:
-                if tries >= self.retry.attempts or not breaker.allow():
-                    return None, failed, tries
-                delay = backoff(self.retry, tries)
-                if perf_counter() + delay >= deadline:
-                    breaker.release()
-                    return None, failed, tries
-                time.sleep(delay)
-            remaining = deadline - perf_counter()
-            if remaining <= 0:
-                breaker.release()
-                return (
-                    None,
-                    failed or Timeout(f"{backend.name}: deadline passed", backend=backend.name),
-                    tries,
-                )
-            tries += 1
-            start = perf_counter()
-            try:
-                response = backend.transport.infer(request, timeout=remaining)
-            except TransportError as exc:
-                breaker.failure()
-                failed = exc
-                continue
-            except InferenceError:
-                breaker.release()
-                raise
-            breaker.success()
-            backend.latency.record(perf_counter() - start)
-            return self.checked(backend, response, request, info), None, tries
-
-    # --- policies ------------------------------------------------------------------------
-    def route(
-        self, policy: Policy, request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Outcome:
-        if policy.kind != "failover":
-            if isinstance(policy, Cascade):
-                return self.cascade(policy, request, deadline, info)
-            if isinstance(policy, LatencySLO):
-                return self.hedge(policy, request, deadline, info)
-            raise ConfigError(f"unknown policy {policy!r}")
-        last = self._last  # one tuple, read at once: safe across threads
-        if last[0] is policy and last[1] == info.cloud_allowed:
-            plan = last[2]
-        else:
-            plan = self._plans.get((id(policy), info.cloud_allowed)) or self.plan(
-                policy, info, request.model
-            )
-            self._last = (policy, info.cloud_allowed, plan)
-        first = plan[0]
-        if first.breaker.state != "closed":
-            return self.failover(plan, request, deadline, info)
-        # Hot path: the first backend is healthy; one call, O(1) bookkeeping, no lists.
-        start = perf_counter()
-        try:
-            response = first.transport.infer(request, timeout=deadline - start)
-        except TransportError as exc:
-            first.breaker.failure()
-            return self.failover(plan, request, deadline, info, failed=exc)
-        first.breaker.success()
-        first.latency.record(perf_counter() - start)
-        if first.tier == "edge":
-            info.version = response.model_version or info.version
-            return response, first.tier, 1
-        try:
-            return self.checked(first, response, request, info), first.tier, 1
-        except Unavailable:
-            return self.failover(
-                plan[1:], request, deadline, info, reasons=[f"{first.tier}-version"]
-            )
-
-    def failover(
-        self,
-        backends: list[Backend],
-        request: InferRequest,
-        deadline: float,
-        info: ModelInfo,
-        *,
-        failed: TransportError | None = None,
-        reasons: list[str] | None = None,
-    ) -> Outcome:
-        """Each backend in turn (skipping open breakers) until one answers.
-
-        `failed`: the first backend's first try failed already with this error.
-        """
-        reasons = reasons or []
-        attempts = 0
-        error: TransportError | None = None
-        skipped: list[Backend] = []
-        for index, backend in enumerate(backends):
-            first_error = failed if index == 0 else None
-            if first_error is None and not backend.breaker.allow():
-                skipped.append(backend)
-                reasons.append(f"{backend.tier}-open")
-                continue
-            try:
-                response, error_now, tries = self.call(
-                    backend, request, deadline, info, first_error
-                )
-            except Unavailable as exc:  # another model version: not the backend's health
-                reasons.append(f"{backend.tier}-version")
-                attempts += 1
-                error = exc
-                continue
-            attempts += tries
-            if response is not None:
-                return response, "→".join([*reasons, backend.tier]), attempts
-            assert error_now is not None
-            error = error_now
-            reasons.append(f"{backend.tier}-{failure_kind(error_now)}")
-        for backend in skipped:  # every usable breaker is open: try them anyway, last resort
-            response, error_now, tries = self.call(backend, request, deadline, info)
-            attempts += tries
-            if response is not None:
-                return response, "→".join([*reasons, f"{backend.tier}(open)"]), attempts
-            error = error_now
-        if error is None:
-            error = Unavailable("no backend to try", backend=None)
-        raise error
-
-    def cascade(
-        self, policy: Cascade, request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Outcome:
-        edges = [b for b in self.backends if b.tier == "edge"]
-        clouds = [b for b in self.backends if b.tier == "cloud"] if info.cloud_allowed else []
-        if not edges:
-            return self.failover(clouds, request, deadline, info)
-        response, reason, attempts = self.failover(edges + clouds, request, deadline, info)
-        if response.served_by not in {b.name for b in edges}:
-            return response, reason, attempts
-        confidence, rows, threshold = confidence_rows(response, policy, info)
-        reason = cascade_reason(confidence, rows, threshold)
-        if not len(rows):
-            return response, reason, attempts
-        if not clouds:
-            note = "cloud: never" if not info.cloud_allowed else "no cloud tier"
-            return response, f"{reason}, {note}: edge answer kept", attempts
-        escalated = rows_of(request, rows) if len(rows) < len(confidence) else request
-        try:
-            cloud, cloud_reason, tries = self.failover(clouds, escalated, deadline, info)
-        except TransportError as exc:
-            return response, f"{reason}, cloud-{failure_kind(exc)}: edge answer kept", attempts + 1
-        attempts += tries
-        if escalated is request:
-            return cloud, f"{reason}→{cloud_reason}", attempts
-        return merge_rows(response, cloud, rows), f"{reason}→{cloud_reason}", attempts
-
-    def hedge(
-        self, policy: LatencySLO, request: InferRequest, deadline: float, info: ModelInfo
-    ) -> Outcome:
-        deadline = min(deadline, perf_counter() + policy.deadline_ms / 1e3)
-        edge = next((b for b in self.backends if b.tier == "edge"), None)
-        cloud = next((b for b in self.backends if b.tier == "cloud"), None)
-        if not info.cloud_allowed:
-            cloud = None
-        if edge is None or cloud is None or not edge.breaker.allow():
-            backends = [b for b in (edge, cloud) if b is not None]
-            return self.failover(backends, request, deadline, info)
-        hedge_after = hedge_delay(policy, edge, deadline)
-        pool = self.pool()
-        edge_future = pool.submit(self.call, edge, request, deadline, info)
-        done, _ = wait([edge_future], timeout=hedge_after)
-        if done:
-            response, failed, tries = edge_future.result()
-            if response is not None:
-                return response, "edge", tries
-            assert failed is not None
-            cloud_response, reason, more = self.failover([cloud], request, deadline, info)
-            return cloud_response, f"edge-{failure_kind(failed)}→{reason}", tries + more
-        if not cloud.breaker.allow():
-            response, failed, tries = edge_future.result()
-            if response is None:
-                assert failed is not None
-                raise failed
-            return response, "edge (cloud-open, no hedge)", tries
-        cloud_future = pool.submit(self.call, cloud, request, deadline, info)
-        return self.first_answer(edge_future, cloud_future, hedge_after, deadline)
-
-    def first_answer(
-        self,
-        edge_future: Future[tuple[InferResponse | None, TransportError | None, int]],
-        cloud_future: Future[tuple[InferResponse | None, TransportError | None, int]],
-        hedge_after: float,
-        deadline: float,
-    ) -> Outcome:
-        pending = {edge_future, cloud_future}
-        error: BaseException | None = None
-        after = f"hedge after {hedge_after * 1e3:.0f}ms"
-        while pending:
-            done, pending = wait(
-                pending, timeout=max(0.0, deadline - perf_counter()), return_when=FIRST_COMPLETED
-            )
-            if not done:
-                break
-            for future in done:
-                try:
-                    response, failed, _ = future.result()
-                except TransportError as exc:  # another model version (require_same_version)
-                    response, failed = None, exc
-                if response is not None:
-                    for loser in pending:
-                        loser.cancel()  # a call already running is abandoned, its answer dropped
-                    winner = "edge" if future is edge_future else "cloud"
-                    return response, f"{after}: {winner} won", 2
-                error = failed
-        if error is not None and not pending:
-            raise error
-        raise Timeout(f"no tier answered within the deadline ({after})", backend=None)
-
-    def pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(
-                        max_workers=64, thread_name_prefix="strato-hedge"
-                    )
-        return self._pool
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
 
 
 def hedge_delay(policy: LatencySLO, edge: Backend, deadline: float) -> float:
@@ -413,3 +67,324 @@ def hedge_delay(policy: LatencySLO, edge: Backend, deadline: float) -> float:
     if p95 is None:
         return budget / 2
     return min(p95, budget)
+
+
+def _check_transport(slot: str, transport: Any, tier: str) -> None:
+    """Setup mistakes fail here, before any call: never later as an outage."""
+    if not hasattr(transport, "infer") or not hasattr(transport, "tier"):
+        raise ConfigError(
+            f"{slot}= takes a transport (e.g. Edge('http://127.0.0.1:8000'), Lambda('fn')), "
+            f"got {type(transport).__name__} {transport!r}"
+        )
+    if transport.tier != tier:
+        raise ConfigError(
+            f"{slot}= takes an {tier}-tier transport, got {transport!r} (tier {transport.tier})"
+        )
+    url = getattr(transport, "url", None)
+    if isinstance(url, str) and "://" not in url:
+        raise ConfigError(
+            f"{transport!r}: the URL {url!r} has no scheme; write http://{url} (or https://)"
+        )
+
+
+class Router(Failover):
+    """Carries out policies over the client's backends; shared by `Client` and `AsyncClient`.
+
+    Thread-safe and task-safe: per-call state lives in the generators, the shared state
+    (breakers, latency trackers, model info, plans) tolerates concurrent use.
+    """
+
+    def __init__(
+        self,
+        edge: Any,
+        cloud: Any,
+        *,
+        policy: Policy | None,
+        timeout: float,
+        retry: Retry | None,
+        breaker: BreakerConfig,
+        require_same_version: bool,
+        cloud_never: bool | Collection[str],
+    ) -> None:
+        if edge is None and cloud is None:
+            raise ConfigError("Client needs an edge or a cloud transport (or both)")
+        if edge is not None:
+            _check_transport("edge", edge, "edge")
+        if cloud is not None:
+            _check_transport("cloud", cloud, "cloud")
+        self.backends = [Backend(t, breaker) for t in (edge, cloud) if t is not None]
+        self.policy = policy or EdgeFirst()
+        self.timeout = timeout
+        self.retry = retry or Retry()
+        self.require_same_version = require_same_version
+        self.cloud_never = cloud_never
+        self.models: dict[str, ModelInfo] = {}
+        self.metadata: dict[str, dict[str, Any]] = {}
+        self._plans: dict[tuple[Policy, bool], list[Backend]] = {}
+        self._last: tuple[Policy | None, bool, list[Backend]] = (None, True, [])
+        self._cascades: dict[tuple[Policy, str], CascadeSettings] = {}
+
+    # --- model metadata ------------------------------------------------------------------
+    def info(self, model: str, policy: Policy | None = None) -> Steps[ModelInfo]:
+        """The model's info, asking the policy's tiers (edge first) for metadata once."""
+        known = self.models.get(model)
+        if known is not None:
+            return known
+        tiers = (policy or self.policy).order
+        failures: list[StratoError] = []
+        for backend in sorted(self.backends, key=lambda b: b.tier != "edge"):
+            if backend.tier not in tiers:
+                continue  # EdgeOnly never asks the cloud, not even for metadata
+            try:
+                metadata = yield Metadata(backend, model)
+            except ConfigError:
+                raise  # a setup mistake: never hidden behind another tier
+            except StratoError as exc:  # down, or ModelNotFound: another tier may answer
+                failures.append(exc)
+                continue
+            never = self.cloud_never
+            private = never if isinstance(never, bool) else model in never
+            info = ModelInfo.from_metadata(
+                metadata, from_edge=backend.tier == "edge", private=private
+            )
+            self.metadata[model] = metadata
+            self.models[model] = info
+            return info
+        if not failures:
+            raise ConfigError(f"policy {type(policy).__name__} uses no tier this client has")
+        transport_failures = [e for e in failures if isinstance(e, TransportError)]
+        if len(transport_failures) == len(failures):
+            raise all_failed(transport_failures)
+        raise next(e for e in failures if not isinstance(e, TransportError))
+
+    # --- one call ------------------------------------------------------------------------
+    def predict(
+        self,
+        model: str,
+        x: Any,
+        version: str | None,
+        timeout: float | None,
+        policy: Policy | None,
+        request_id: str | None,
+    ) -> Steps[Prediction]:
+        """One `Prediction` for `x` (an ndarray for single-input models, else name → ndarray)."""
+        start = perf_counter()
+        info = self.models.get(model)
+        if info is None:
+            info = yield from self.info(model, policy)
+        single = info.single_input
+        inputs = {single: x} if single and type(x) is np.ndarray else named(model, x, info)
+        request = InferRequest(model, inputs, version, request_id)
+        deadline = start + (timeout or self.timeout)
+        response, reason, attempts, tier = yield from self.route(
+            policy or self.policy, request, deadline, info
+        )
+        return Prediction(
+            response.outputs,
+            response.served_by,
+            response.model_name,
+            response.model_version,
+            (perf_counter() - start) * 1e3,
+            response.precision,
+            reason,
+            attempts,
+            tier,
+        )
+
+    def route(
+        self, policy: Policy, request: InferRequest, deadline: float, info: ModelInfo
+    ) -> Steps[Outcome]:
+        """Carry out `policy` for one request."""
+        kind = policy.kind
+        if kind == "cascade" and isinstance(policy, Cascade):
+            return (yield from self.cascade(policy, request, deadline, info))
+        if kind == "hedge" and isinstance(policy, LatencySLO):
+            return (yield from self.hedge(policy, request, deadline, info))
+        if kind != "failover":
+            raise ConfigError(f"unknown policy {policy!r} (kind {kind!r})")
+        plan = self.plan(policy, info, request.model)
+        first = plan[0]
+        if first.breaker.state != "closed" or first.limited:
+            return (yield from self.failover(plan, request, deadline, info))
+        # Hot path: an unlimited, healthy first backend; one call, O(1) bookkeeping.
+        start = perf_counter()
+        try:
+            response = yield Call(first, request, deadline - start)
+        except TransportError as exc:
+            first.breaker.failure()
+            return (yield from self.failover(plan, request, deadline, info, failed=exc))
+        first.breaker.success()
+        first.latency.record(perf_counter() - start)
+        mismatch = self.mismatch(first, response, request, info)
+        if mismatch is None:
+            return response, first.tier, 1, first.answer_tier
+        earlier: tuple[list[str], list[TransportError], int] = (
+            [f"{first.tier}-version"],
+            [mismatch],
+            1,
+        )
+        return (yield from self.failover(plan[1:], request, deadline, info, earlier=earlier))
+
+    def plan(self, policy: Policy, info: ModelInfo, model: str) -> list[Backend]:
+        """The backends `policy` tries, in order (cached per policy)."""
+        last = self._last  # one tuple, read at once: safe across threads
+        if last[0] is policy and last[1] == info.cloud_allowed:
+            return last[2]
+        key = (policy, info.cloud_allowed)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = [b for tier in policy.order for b in self.backends if b.tier == tier]
+            if not info.cloud_allowed:
+                plan = [b for b in plan if b.tier != "cloud"]
+            if not plan:
+                raise ConfigError(
+                    f"{model} is marked cloud: never and policy {type(policy).__name__} "
+                    "has no edge tier to use"
+                    if not info.cloud_allowed
+                    else f"policy {type(policy).__name__} uses no tier this client has"
+                )
+            self._plans[key] = plan
+        self._last = (policy, info.cloud_allowed, plan)
+        return plan
+
+    def cascade_for(self, policy: Cascade, model: str, info: ModelInfo) -> CascadeSettings:
+        """`policy`'s settings for `model`, checked at its first call, then cached."""
+        key = (policy, model)
+        settings = self._cascades.get(key)
+        if settings is None:
+            settings = self._cascades[key] = cascade_settings(
+                policy,
+                model,
+                task=info.task,
+                outputs=info.outputs,
+                threshold=info.threshold,
+                temperature=info.temperature,
+            )
+        return settings
+
+    def cascade(
+        self, policy: Cascade, request: InferRequest, deadline: float, info: ModelInfo
+    ) -> Steps[Outcome]:
+        """The edge answers; rows under the confidence threshold go to the cloud."""
+        settings = self.cascade_for(policy, request.model, info)
+        edges = [b for b in self.backends if b.tier == "edge"]
+        clouds = [b for b in self.backends if b.tier == "cloud"] if info.cloud_allowed else []
+        if not edges:
+            return (yield from self.failover(clouds, request, deadline, info))
+        response, reason, attempts, tier = yield from self.failover(
+            edges + clouds, request, deadline, info
+        )
+        if response.served_by not in {b.name for b in edges}:
+            return response, reason, attempts, tier
+        confidence, rows = confidence_rows(response, settings)
+        reason = cascade_reason(confidence, rows, settings)
+        if not len(rows):
+            return response, reason, attempts, tier
+        if not clouds:
+            note = "cloud: never" if not info.cloud_allowed else "no cloud tier"
+            return response, f"{reason}, {note}: edge answer kept", attempts, tier
+        escalated = rows_of(request, rows) if len(rows) < len(confidence) else request
+        try:
+            cloud, cloud_reason, tries, cloud_tier = yield from self.failover(
+                clouds, escalated, deadline, info
+            )
+        except TransportError as exc:
+            kept = f"{reason}, cloud-{failure_kind(exc)}: edge answer kept"
+            return response, kept, attempts + 1, tier
+        attempts += tries
+        if escalated is request:
+            return cloud, f"{reason}→{cloud_reason}", attempts, cloud_tier
+        merged = merge_rows(response, cloud, rows)
+        return merged, f"{reason}→{cloud_reason}", attempts, f"{tier}+{cloud_tier}"
+
+    def hedge(
+        self, policy: LatencySLO, request: InferRequest, deadline: float, info: ModelInfo
+    ) -> Steps[Outcome]:
+        """The edge first; past `hedge_after`, the cloud too (if its breaker allows); first
+        answer wins, the other leg is cancelled."""
+        deadline = min(deadline, perf_counter() + policy.deadline_ms / 1e3)
+        edge = next((b for b in self.backends if b.tier == "edge"), None)
+        cloud = next((b for b in self.backends if b.tier == "cloud"), None)
+        if not info.cloud_allowed:
+            cloud = None
+        if edge is None or cloud is None or not edge.breaker.allow():
+            backends = [b for b in (edge, cloud) if b is not None]
+            return (yield from self.failover(backends, request, deadline, info))
+        hedge_after = hedge_delay(policy, edge, deadline)
+        edge_leg = yield Start(self.call(edge, request, deadline, info))
+        done: list[Finished] = yield Wait([edge_leg], hedge_after)
+        if done:
+            response, failed, tries = leg_result(done[0])
+            if response is not None and failed is None:
+                return response, "edge", tries, edge.answer_tier
+            assert failed is not None
+            earlier = ([f"edge-{failure_kind(failed)}"], [failed], tries)
+            return (yield from self.failover([cloud], request, deadline, info, earlier=earlier))
+        if not cloud.breaker.allow():
+            done = yield Wait([edge_leg], max(0.0, deadline - perf_counter()))
+            if not done:
+                yield Cancel([edge_leg])
+                raise Timeout("edge: no answer within the deadline (cloud-open)", backend="edge")
+            response, failed, tries = leg_result(done[0])
+            if failed is not None or response is None:
+                raise failed or Unavailable("edge: no answer", backend="edge")
+            return response, "edge (cloud-open, no hedge)", tries, edge.answer_tier
+        cloud_leg = yield Start(self.call(cloud, request, deadline, info))
+        return (
+            yield from self.first_answer(edge_leg, cloud_leg, edge, cloud, hedge_after, deadline)
+        )
+
+    def first_answer(
+        self,
+        edge_leg: Any,
+        cloud_leg: Any,
+        edge: Backend,
+        cloud: Backend,
+        hedge_after: float,
+        deadline: float,
+    ) -> Steps[Outcome]:
+        pending = [edge_leg, cloud_leg]
+        failures: list[TransportError] = []
+        after = f"hedge after {hedge_after * 1e3:.0f}ms"
+        try:
+            while pending:
+                done: list[Finished] = yield Wait(pending, max(0.0, deadline - perf_counter()))
+                if not done:
+                    break
+                for finished in done:
+                    pending.remove(finished.handle)
+                    response, failed, _ = leg_result(finished)
+                    if failed is None and response is not None:
+                        winner = edge if finished.handle is edge_leg else cloud
+                        return response, f"{after}: {winner.tier} won", 2, winner.answer_tier
+                    assert failed is not None
+                    failures.append(failed)
+        finally:
+            if pending:
+                yield Cancel(pending)
+        if failures and not pending:
+            raise all_failed(failures)
+        raise Timeout(f"no tier answered within the deadline ({after})", backend=None)
+
+
+def leg_result(finished: Finished) -> Tried:
+    """A hedge leg's outcome; a leg that raised bad input or a setup error raises it here."""
+    if finished.error is not None:
+        raise finished.error
+    result: Tried = finished.value
+    return result
+
+
+def named(model: str, x: Any, info: ModelInfo) -> dict[str, np.ndarray[Any, Any]]:
+    """`x` as name → array: an ndarray goes to a single-input model's one input."""
+    if isinstance(x, np.ndarray):
+        names = info.input_names
+        if len(names) != 1:
+            raise InvalidInput(f"{model} takes {len(names)} inputs {names}; pass a dict")
+        return {names[0]: x}
+    if not isinstance(x, Mapping):
+        raise InvalidInput(f"inputs must be an ndarray or a dict of them, got {type(x).__name__}")
+    for name, array in x.items():
+        if not isinstance(array, np.ndarray):
+            raise InvalidInput(f"input {name!r} must be an ndarray, got {type(array).__name__}")
+    return x if type(x) is dict else dict(x)

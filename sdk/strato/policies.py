@@ -11,11 +11,17 @@ call's deadline), the privacy gate (`cloud: never`) and the same-version check.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from strato._breaker import BreakerConfig
 from strato._errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
 
 __all__ = [
     "BreakerConfig",
@@ -81,20 +87,35 @@ class CloudOnly(Policy):
 
 @dataclass(frozen=True, slots=True)
 class Cascade(Policy):
-    """The edge answers; rows whose calibrated top probability is under `threshold` go to the cloud.
+    """The edge answers; rows whose confidence is under `threshold` go to the cloud.
 
-    `threshold` and `temperature` default to the manifest's calibration (`cascade_threshold`,
-    `temperature`); `output` names the logits output (default: the first).
+    For a classifier (manifest `task: classification`) a row's confidence is its calibrated top
+    probability: `temperature` and `threshold` default to the manifest's calibration
+    (`temperature`, `cascade_threshold`), and an uncalibrated classifier without a `threshold`
+    argument is a `ConfigError` that says how to calibrate. `output` names the logits output
+    (default: the first); a one-column or unknown output is a `ConfigError` at the first call.
+
+    Any other task (detection, regression, ...) needs `confidence`: a function of the edge's
+    outputs (name -> array) returning one confidence per row; its `threshold` defaults to
+    `default_threshold` (0.5). `route_reason` says where the threshold came from: `argument`,
+    `manifest` or `default`.
     """
 
     kind: ClassVar[str] = "cascade"
+    default_threshold: ClassVar[float] = 0.5
     threshold: float | None = None
     temperature: float | None = None
     output: str | None = None
+    confidence: Callable[[dict[str, np.ndarray[Any, Any]]], Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"Cascade threshold must be in [0, 1], got {self.threshold}")
+        if self.confidence is not None and not callable(self.confidence):
+            raise ConfigError("Cascade confidence= takes a function of the outputs")
+        threshold = self.threshold
+        if threshold is not None and self.confidence is None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"Cascade threshold must be in [0, 1], got {threshold}")
+        if threshold is not None and not math.isfinite(threshold):
+            raise ConfigError(f"Cascade threshold must be a finite number, got {threshold}")
         if self.temperature is not None and self.temperature <= 0:
             raise ConfigError(f"Cascade temperature must be > 0, got {self.temperature}")
 

@@ -56,6 +56,7 @@ def test_exported_names():
         "Unauthorized",
         "Unavailable",
         "VersionExists",
+        "VersionMismatch",
         "__version__",
         "make_bundle",
         "policies",

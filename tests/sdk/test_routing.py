@@ -18,6 +18,7 @@ from strato import (
     Retry,
     Timeout,
     Unavailable,
+    VersionMismatch,
     policies,
 )
 from strato._client import chunk_rows, softmax
@@ -152,8 +153,11 @@ def test_require_same_version(edge_standin, cloud_standin, digit_batch):
     )
     assert strict.predict("tiny", digit_batch).model_version == "2"
     edge_standin.fail(503, times=2)
-    with pytest.raises(Unavailable, match="require_same_version"):
+    with pytest.raises(VersionMismatch, match="require_same_version") as caught:
         strict.predict("tiny", digit_batch)  # the cloud serves tiny:1
+    # every tier's failure is listed: the edge's outage and the cloud's other version
+    assert [type(e) for e in caught.value.failures] == [Unavailable, VersionMismatch]
+    assert "edge: edge answered 503" in str(caught.value)
     relaxed = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin), retry=FAST)
     relaxed.predict("tiny", digit_batch)
     edge_standin.fail(503, times=2)
@@ -170,12 +174,12 @@ def test_cascade_escalates_low_confidence_rows(tiny_registry, cloud_standin, dig
     pred = client.predict("tiny", digit_batch, policy=policies.Cascade(threshold=threshold))
     low = confidence < threshold
     assert pred.served_by == "local+lambda"
-    assert pred.route_reason == f"cascade {low.sum()}/4 rows p<{threshold:.2f}→cloud"
+    assert pred.route_reason == f"cascade {low.sum()}/4 rows p<{threshold:.2f} (argument)→cloud"
     np.testing.assert_allclose(pred.output[low], cloud_logits[low], rtol=1e-5)
     np.testing.assert_allclose(pred.output[~low], edge_logits[~low], rtol=1e-5)
     everything = client.predict("tiny", digit_batch[:1], policy=policies.Cascade(threshold=1.0))
     assert everything.served_by == "lambda" and everything.route_reason.startswith("cascade p=")
-    assert "<1.00→cloud" in everything.route_reason
+    assert "<1.00 (argument)→cloud" in everything.route_reason
     nothing = client.predict("tiny", digit_batch[:1], policy=policies.Cascade(threshold=0.0))
     assert nothing.served_by == "local" and "≥0.00" in nothing.route_reason
 
@@ -190,7 +194,7 @@ def test_cascade_reads_the_manifest_threshold_and_keeps_the_edge_answer_when_the
         policy=policies.Cascade(),
     )
     pred = client.predict("tiny", digit_batch[:1])
-    assert "0.80" in pred.route_reason  # calibration.cascade_threshold from the manifest
+    assert "0.80 (manifest)" in pred.route_reason  # calibration.cascade_threshold
     cloud_standin.fail(503, times=2)
     kept = client.predict("tiny", digit_batch[:1], policy=policies.Cascade(threshold=1.0))
     assert kept.served_by == "local"

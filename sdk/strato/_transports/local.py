@@ -30,6 +30,7 @@ def model_metadata(engine: Engine) -> dict[str, Any]:
         "inputs": [s.to_dict() for s in manifest.inputs],
         "outputs": [s.to_dict() for s in manifest.outputs],
         "parameters": {
+            "version": manifest.version,
             "task": manifest.task,
             "labels": list(manifest.labels),
             "calibration": manifest.calibration,
@@ -49,6 +50,8 @@ class Local(Transport):
 
     name = "local"
     tier = "edge"
+    payload_limit = None  # in process: nothing to split
+    in_process = True
 
     def __init__(
         self,
