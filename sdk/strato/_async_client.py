@@ -38,7 +38,7 @@ class Threaded(AsyncTransport):
         self.in_process = getattr(transport, "in_process", False)
         self.url = getattr(transport, "url", None)
 
-    def max_tensor_bytes(self, inputs: int) -> int | None:
+    def max_tensor_bytes(self, inputs: int) -> int:
         """The wrapped transport's budget."""
         return self.transport.max_tensor_bytes(inputs)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from strato._breaker import Breaker, BreakerConfig, LatencyTracker
+from strato._transports.base import NO_LIMIT
 
 if TYPE_CHECKING:
     from strato._messages import InferRequest
@@ -47,7 +48,7 @@ class Backend:
         self.tier = transport.tier
         self.in_process = bool(getattr(transport, "in_process", False))
         # An unlimited transport (in-process) skips the payload arithmetic on every call.
-        self.limited = getattr(transport, "payload_limit", None) is not None
+        self.limited = getattr(transport, "payload_limit", NO_LIMIT) < NO_LIMIT
         self.breaker = Breaker(breaker)
         self.latency = LatencyTracker()
 

@@ -32,6 +32,7 @@ from strato import (
     Unavailable,
     policies,
 )
+from strato._transports.base import NO_LIMIT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,10 +85,10 @@ class SyncScripted(Transport):
     def __init__(self, script: Script) -> None:
         self.script = script
         self.name, self.tier = script.name, script.tier
-        self.payload_limit = None if script.budget is None else script.budget + 10_000
+        self.payload_limit = NO_LIMIT if script.budget is None else script.budget + 10_000
 
-    def max_tensor_bytes(self, inputs: int) -> int | None:
-        return self.script.budget
+    def max_tensor_bytes(self, inputs: int) -> int:
+        return NO_LIMIT if self.script.budget is None else self.script.budget
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
         if self.script.delay_s:
@@ -102,10 +103,10 @@ class AsyncScripted(AsyncTransport):
     def __init__(self, script: Script) -> None:
         self.script = script
         self.name, self.tier = script.name, script.tier
-        self.payload_limit = None if script.budget is None else script.budget + 10_000
+        self.payload_limit = NO_LIMIT if script.budget is None else script.budget + 10_000
 
-    def max_tensor_bytes(self, inputs: int) -> int | None:
-        return self.script.budget
+    def max_tensor_bytes(self, inputs: int) -> int:
+        return NO_LIMIT if self.script.budget is None else self.script.budget
 
     async def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
         if self.script.delay_s:

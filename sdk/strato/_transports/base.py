@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from strato._messages import InferRequest, InferResponse
 
-__all__ = ["HEADER_ALLOWANCE", "AsyncTransport", "Transport", "binary_tensor_budget"]
+__all__ = [
+    "HEADER_ALLOWANCE",
+    "NO_LIMIT",
+    "AsyncTransport",
+    "Transport",
+    "binary_tensor_budget",
+]
 
 # Bytes kept free in a request for its JSON header (names, datatypes, shapes, parameters).
 HEADER_ALLOWANCE = 4096
+# `payload_limit` of a transport with none (an engine in this process): the client never splits.
+NO_LIMIT = sys.maxsize
 
 
-def binary_tensor_budget(payload_limit: int | None, inputs: int) -> int | None:
+def binary_tensor_budget(payload_limit: int, inputs: int) -> int:
     """The raw tensor bytes one binary OIP request may carry under `payload_limit`."""
-    if payload_limit is None:
-        return None
+    if payload_limit >= NO_LIMIT:
+        return NO_LIMIT
     return max(0, payload_limit - HEADER_ALLOWANCE - 256 * inputs)
 
 
@@ -31,11 +40,11 @@ class Transport:
 
     name: str = "transport"
     tier: str = "edge"  # "edge" or "cloud": where the privacy gate draws its line
-    # The most bytes one request may be, as the tier counts them (None: no limit).
-    payload_limit: int | None = 8 * 1024 * 1024
+    # The most bytes one request may be, as the tier counts them (NO_LIMIT: none).
+    payload_limit: int = 8 * 1024 * 1024
     in_process: bool = False  # an engine in this process (`Prediction.tier == "local"`)
 
-    def max_tensor_bytes(self, inputs: int) -> int | None:
+    def max_tensor_bytes(self, inputs: int) -> int:
         """The raw tensor bytes of `inputs` tensors one request may carry under
         `payload_limit` (binary OIP: the body plus a JSON header). The client splits rows to
         stay within it."""
@@ -72,10 +81,10 @@ class AsyncTransport:
 
     name: str = "transport"
     tier: str = "edge"
-    payload_limit: int | None = 8 * 1024 * 1024
+    payload_limit: int = 8 * 1024 * 1024
     in_process: bool = False
 
-    def max_tensor_bytes(self, inputs: int) -> int | None:
+    def max_tensor_bytes(self, inputs: int) -> int:
         """As `Transport.max_tensor_bytes`."""
         return binary_tensor_budget(self.payload_limit, inputs)
 

@@ -12,7 +12,7 @@ from strato._errors import ModelNotFound
 from strato._messages import InferRequest, InferResponse
 from strato._registry import ModelRef, Registry
 
-from .base import Transport
+from .base import NO_LIMIT, Transport
 
 if TYPE_CHECKING:
     import os
@@ -50,7 +50,7 @@ class Local(Transport):
 
     name = "local"
     tier = "edge"
-    payload_limit = None  # in process: nothing to split
+    payload_limit = NO_LIMIT  # in process: nothing to split
     in_process = True
 
     def __init__(
