@@ -161,7 +161,7 @@ def package(
     _use_s3_endpoint(s3_endpoint)
     bundle = open_bundle(source, registry)
     with Progress(transient=True, disable=as_json) as progress:
-        task = progress.add_task(f"packing {bundle.ref}", total=len(bundle.manifest.artifacts))
+        task = progress.add_task(f"packing {bundle.ref}", total=1)  # the served artifact
         digest = sagemaker_archive(bundle, output, progress=lambda _: progress.advance(task))
     size = output.stat().st_size
     info: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import shlex
@@ -28,8 +29,11 @@ def open_bundle(source: str, registry: str | None = None) -> Bundle:
 
 
 def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    # Reproducible members: fixed mode, mtime, owner; nothing of the packing machine.
     info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, 0  # reproducible archives
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
     archive.addfile(info, io.BytesIO(data))
 
 
@@ -38,19 +42,29 @@ def sagemaker_archive(
 ) -> str:
     """Write `model.tar.gz` (the bundle at the archive root, as /opt/ml/model); returns sha256.
 
-    TensorRT plans are left out: SageMaker Serverless has no GPU.
+    Only what the server loads goes in: the ONNX artifact it serves (`Bundle.select`) and the
+    manifest naming just that. TensorRT plans (SageMaker Serverless has no GPU), other
+    precisions, checkpoints and reports stay out. The same bundle always gives the same bytes:
+    members sorted by name, fixed mtimes and owners, a gzip header without time or file name.
     """
     manifest = bundle.manifest
-    kept = tuple(a for a in manifest.artifacts if a.kind != "tensorrt")
-    if len(kept) != len(manifest.artifacts):
+    kept = (bundle.select(),)
+    if kept != tuple(manifest.artifacts):
         manifest = replace(manifest, artifacts=kept, signature=None)
+    members = {a.path: a for a in kept}
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(output, "w:gz", format=tarfile.PAX_FORMAT) as archive:
-        for artifact in sorted(kept, key=lambda a: a.path):
-            if progress:
-                progress(artifact.path)
-            _add(archive, artifact.path, bundle.read_verified(artifact))
-        _add(archive, MANIFEST, manifest.to_json_bytes())
+    partial = output.with_name(output.name + ".partial")
+    with (
+        partial.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
+        for name in sorted([*members, MANIFEST]):
+            if progress and name in members:
+                progress(name)
+            data = manifest.to_json_bytes() if name == MANIFEST else None
+            _add(archive, name, data if data is not None else bundle.read_verified(members[name]))
+    partial.replace(output)  # a reader never sees half an archive
     return hashlib.sha256(output.read_bytes()).hexdigest()
 
 

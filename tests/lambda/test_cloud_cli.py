@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,40 @@ def test_package_leaves_tensorrt_plans_out(tiny_bundle: Bundle, tmp_path: Path) 
         assert "engines/orin.plan" not in archive.getnames()
         archive.extractall(tmp_path / "x", filter="data")
     assert [a.kind for a in Bundle.load(tmp_path / "x").manifest.artifacts] == ["onnx"]
+
+
+def test_package_is_reproducible_and_holds_only_what_the_server_loads(
+    tiny_bundle: Bundle, tmp_path: Path
+) -> None:
+    root = tiny_bundle.root
+    (root / "report.md").write_text("# training report\n")
+    (root / "model.int8.onnx").write_bytes((root / "model.onnx").read_bytes())
+    make_bundle(
+        root,
+        name="tiny",
+        version="1",
+        inputs=[TensorSpec("input", "FP32", (-1, 1, 28, 28))],
+        outputs=[TensorSpec("logits", "FP32", (-1, 10))],
+        artifacts=[
+            {"path": "model.onnx", "kind": "onnx", "precision": "fp32"},
+            {"path": "model.int8.onnx", "kind": "onnx", "precision": "int8"},
+            {"path": "report.md", "kind": "file"},
+        ],
+    )
+    first, second = tmp_path / "a" / "model.tar.gz", tmp_path / "b" / "model.tar.gz"
+    assert runner.invoke(app, ["cloud", "package", str(root), "-o", str(first)]).exit_code == 0
+    for path in root.rglob("*"):  # another checkout: other file times, same bundle
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    time.sleep(1.1)  # and another second on the clock (gzip headers carry one by default)
+    assert runner.invoke(app, ["cloud", "package", str(root), "-o", str(second)]).exit_code == 0
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as archive:
+        members = archive.getmembers()
+    assert [m.name for m in members] == ["manifest.json", "model.onnx"]  # sorted, served only
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {
+        (0, 0, 0, "", "", 0o644)
+    }
+    assert first.read_bytes()[4:8] == b"\x00\x00\x00\x00"  # gzip MTIME field
 
 
 def test_params_alias_and_pinned(tiny_registry: Registry) -> None:
