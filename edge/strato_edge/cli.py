@@ -268,15 +268,20 @@ def pull(
 def rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
     store: StoreOpt = None,
+    to: Annotated[
+        str | None, typer.Option(help="An installed version to serve (default: the previous).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve the version the device served before (moves alias `current` back).
+
+    The operator's explicit act: a device otherwise refuses a version below the highest it served.
 
     Example: strato edge rollback digits-mlp --store /var/lib/strato
     """
     from strato_edge.sync import rollback as do_rollback
 
-    version = do_rollback(store_path(store), name)
+    version = do_rollback(store_path(store), name, to=to)
     if as_json:
         echo_json({"model": name, "current": version})
     else:

@@ -25,7 +25,7 @@ __all__ = [
     "read_token_file",
 ]
 
-DEFAULT_STORE = ".strato/registry"
+DEFAULT_STORE = ".strato/device"  # never the registry: a store is not its own source
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 DEFAULT_MAX_BODY_BYTES = 8 << 20
 

@@ -17,8 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from strato import ModelNotFound, ModelUnavailable, Registry, StratoError
-from strato._bundle import MANIFEST, Bundle, Manifest
+from strato import Bundle, Manifest, ModelNotFound, ModelUnavailable, Registry, StratoError
 from strato._transports.local import model_metadata
 from strato.engines import load_engine
 
@@ -39,6 +38,7 @@ log = logging.getLogger("strato.edge.store")
 
 SERVED_ALIASES = ("current", "prod")
 RETRY_FAILED_S = 30.0
+MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -67,7 +67,8 @@ def served_versions(root: Path) -> dict[str, str]:
         versions = registry.versions(name)
         try:
             aliases = registry.aliases(name)
-        except ValueError:  # a torn aliases.json cannot happen (atomic writes) but is survivable
+        except StratoError as exc:  # a malformed aliases.json: serve the newest, say why
+            log.warning("%s", exc)
             aliases = {}
         pick = next((aliases[a] for a in SERVED_ALIASES if aliases.get(a) in versions), None)
         chosen[name] = pick or versions[-1]
@@ -117,9 +118,8 @@ class ModelStore:
     # --- loading -------------------------------------------------------------------------
     def _load_blocking(self, name: str, version: str) -> ServedModel:
         path = self.root if self.single_bundle else self.root / name / version
-        bundle = Bundle.load(path)  # verifies every sha256 before the engine sees a byte
-        if (bundle.name, bundle.version) != (name, version):
-            raise ModelNotFound(f"{path} holds {bundle.ref}, not {name}:{version}")
+        # signature (when keys are set), identity, then every sha256 before the engine sees a byte
+        bundle = Bundle.load(path, expect=(name, version))
         engine = load_engine(bundle, threads=self.config.threads)
         batcher = Batcher(
             engine,

@@ -7,26 +7,31 @@ version. The store keeps the newest `keep` versions plus any an alias names.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strato import ConfigError, ModelRef, Registry, StratoError
-from strato._bundle import MANIFEST
+from strato import ConfigError, DowngradeRefused, ModelRef, Registry, StratoError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
     "CURRENT",
+    "SERVED",
     "PullResult",
+    "check_downgrade",
+    "check_not_own_source",
     "open_source",
     "prune",
     "pull",
     "rollback",
+    "served_record",
     "store_status",
     "watch",
 ]
@@ -34,6 +39,8 @@ __all__ = [
 log = logging.getLogger("strato.edge.sync")
 
 CURRENT = "current"
+MANIFEST = "manifest.json"
+SERVED = "served.json"  # per model: the highest version served, the one an operator accepted
 _STAGING_MAX_AGE_S = 3600.0
 
 
@@ -66,6 +73,65 @@ def open_source(root: str, *, s3_endpoint: str | None = None) -> Registry:
     return Registry(root, s3_endpoint=s3_endpoint)
 
 
+def check_not_own_source(source: Registry, store: Path) -> None:
+    """A store is never its own source: pruning it would delete published versions."""
+    if source.is_local and Path(source.url).expanduser().resolve() == store.expanduser().resolve():
+        raise ConfigError(
+            f"the device store {store} is the source registry {source.url}: pruning would delete "
+            "published versions; give the store its own folder (--store, default .strato/device)"
+        )
+
+
+def served_record(store: Path, name: str) -> dict[str, str | None]:
+    """`{"highest": ..., "accepted": ...}`: the highest version this device served, and a lower
+    one an operator accepted with `strato edge rollback`."""
+    path = store / name / SERVED
+    try:
+        raw = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        raw = {}
+    record = raw if isinstance(raw, dict) else {}
+    return {
+        key: value if isinstance(value := record.get(key), str) else None
+        for key in ("highest", "accepted")
+    }
+
+
+def _write_record(store: Path, name: str, record: dict[str, str | None]) -> None:
+    path = store / name / SERVED
+    tmp = path.with_name(f".{SERVED}.{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def _number(version: str | None) -> int | None:
+    return int(version) if version and version.isascii() and version.isdigit() else None
+
+
+def check_downgrade(store: Path, name: str, version: str) -> None:
+    """`DowngradeRefused` when `version` is below the highest this device served and no
+    operator accepted it (`strato edge rollback NAME --to VERSION`)."""
+    record = served_record(store, name)
+    highest, wanted = _number(record["highest"]), _number(version)
+    if highest is None or wanted is None or wanted >= highest or record["accepted"] == version:
+        return
+    raise DowngradeRefused(
+        f"{name}:{version} is below {name}:{highest}, which this device has served: a registry "
+        f"alias moved back (or a replayed version); refused. To go back on purpose: "
+        f"strato edge rollback {name} --to {version}"
+    )
+
+
+def _mark_served(store: Path, name: str, version: str, *, accepted: str | None = None) -> None:
+    record = served_record(store, name)
+    number, highest = _number(version), _number(record["highest"])
+    if number is not None and (highest is None or number > highest):
+        record["highest"] = version
+    if accepted is not None or (number is not None and highest is not None and number >= highest):
+        record["accepted"] = accepted
+    _write_record(store, name, record)
+
+
 def pull(
     ref: str,
     *,
@@ -74,11 +140,16 @@ def pull(
     keep: int = 3,
     alias: str = CURRENT,
 ) -> PullResult:
-    """Install `ref` (NAME, NAME:VERSION or NAME@ALIAS) from `source` and serve it."""
+    """Install `ref` (NAME, NAME:VERSION or NAME@ALIAS) from `source` and serve it.
+
+    Refused before anything is written: a store that is the source, and a version below the
+    highest this device has served (`DowngradeRefused`)."""
     if keep < 1:
         raise ConfigError(f"--keep must be >= 1, got {keep}")
+    check_not_own_source(source, store)
     resolved = source.resolve(ref)
     name, version = resolved.name, str(resolved.version)
+    check_downgrade(store, name, version)
     device = Registry(store)
     previous = device.aliases(name).get(alias) if (store / name).is_dir() else None
     downloaded = False
@@ -87,6 +158,7 @@ def pull(
         downloaded = True
     if previous != version:
         device.promote(name, version, alias)
+    _mark_served(store, name, version)
     removed = prune(store, name, keep=keep)
     return PullResult(name, version, downloaded, previous, tuple(removed))
 
@@ -106,14 +178,23 @@ def prune(store: Path, name: str, *, keep: int) -> list[str]:
     return doomed
 
 
-def rollback(store: Path, name: str, *, alias: str = CURRENT) -> str:
-    """Move `alias` back to the version it named before; returns that version."""
+def rollback(store: Path, name: str, *, alias: str = CURRENT, to: str | None = None) -> str:
+    """Move `alias` back to the version it named before (or to installed version `to`); returns
+    that version. The operator's act: later pulls may serve it though it is below the highest
+    version served. Refused, with nothing rewritten, when that version is not installed."""
     device = Registry(store)
-    version = device.rollback(name, alias)
-    if version not in device.versions(name):
-        raise ConfigError(
-            f"{name}:{version} is no longer installed in {store} (pruned); pull it again"
-        )
+    if to is None:
+        version = device.rollback(name, alias)  # validates NAME; checks installed before writing
+    else:
+        installed = device.versions(name)
+        if to not in installed:
+            raise ConfigError(
+                f"{name}:{to} is no longer installed in {store} (installed: {installed}); "
+                "nothing changed"
+            )
+        device.promote(name, to, alias)
+        version = to
+    _mark_served(store, name, version, accepted=version)
     return version
 
 
@@ -148,7 +229,7 @@ def watch(
     interval_s: float,
     keep: int = 3,
     on_pull: Callable[[PullResult], None] | None = None,
-    on_error: Callable[[StratoError], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Poll `ref` every `interval_s` and pull when it names another version."""
@@ -162,7 +243,7 @@ def watch(
                 last = target
                 if on_pull is not None:
                     on_pull(result)
-        except StratoError as exc:  # a bad upload is refused; keep serving, try again later
+        except (StratoError, OSError) as exc:  # refused or unreadable: keep serving, retry later
             log.warning("pull of %s failed: %s", ref, exc)
             if on_error is not None:
                 on_error(exc)

@@ -386,7 +386,6 @@ class S3Store:
         except _Conflict:
             raise VersionExists(f"{prefix} was committed by someone else in {self.url}") from None
 
-
     def _upload(self, path: Path, key: str) -> None:
         self._call(key, lambda: self.client.upload_file(str(path), self.bucket, key))
 

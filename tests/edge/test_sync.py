@@ -208,8 +208,9 @@ def test_keep_prunes_old_versions_but_never_aliased_ones(tmp_path):
 
 def test_pull_of_an_installed_version_only_moves_the_alias(tiny_registry, tmp_path):
     store = tmp_path / "device"
-    assert pull("tiny:2", source=tiny_registry, store=store).downloaded
     assert pull("tiny:1", source=tiny_registry, store=store).downloaded
+    assert pull("tiny:2", source=tiny_registry, store=store).downloaded
+    rollback(store, "tiny", to="1")  # going below the highest served takes the operator
     again = pull("tiny:2", source=tiny_registry, store=store)
     assert (again.downloaded, again.previous, again.version) == (False, "1", "2")
     with pytest.raises(ModelNotFound):
