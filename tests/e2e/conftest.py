@@ -57,27 +57,30 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     from strato_training.trainer import TrainConfig
 
     root = tmp_path_factory.mktemp("e2e-digits")
-    steps = pipeline.QUICKSTART_STEPS[:7]  # data … load: no Client(Local) pass, no summary
-    edge = pipeline.QuickstartContext(
-        workdir=root / "edge-run",
-        registry=Registry(root / "edge"),
-        name="digits",
-        train_config=TrainConfig(epochs=3, patience=0, threads=1),
-        progress=False,
+    edge_registry = Registry(root / "edge")
+    edge = pipeline.run_spine(
+        pipeline.QuickstartConfig(
+            workdir=root / "edge-run",
+            name="digits",
+            train=TrainConfig(epochs=3, patience=0, threads=1),
+            progress=False,
+        ),
+        edge_registry,
     )
-    pipeline.run_quickstart(edge, steps)
-    _, calibrated = calibrate_bundle(edge.registry, edge.ref, edge.dataset)
-    cloud = pipeline.QuickstartContext(
-        workdir=root / "cloud-run",
-        registry=Registry(root / "cloud"),
-        name="digits",
-        train_config=TrainConfig(model="cnn", epochs=8, threads=1),
-        progress=False,
+    _, calibrated = calibrate_bundle(edge_registry, edge.published.ref, edge.dataset)
+    cloud_registry = Registry(root / "cloud")
+    cloud = pipeline.run_spine(
+        pipeline.QuickstartConfig(
+            workdir=root / "cloud-run",
+            name="digits",
+            train=TrainConfig(model="cnn", epochs=8, threads=1),
+            progress=False,
+        ),
+        cloud_registry,
     )
-    pipeline.run_quickstart(cloud, steps)
     return Digits(
-        edge_store=Path(edge.registry.url),
-        cloud_bundle=Path(cloud.registry.url) / "digits" / str(cloud.ref.version),
+        edge_store=Path(edge_registry.url),
+        cloud_bundle=Path(cloud_registry.url) / "digits" / str(cloud.published.ref.version),
         calibration=calibrated["calibration"],
         x_test=edge.dataset.test.x,
         y_test=edge.dataset.test.y,

@@ -198,7 +198,7 @@ def test_calibration_fits_the_artifact_the_edge_serves(
     )
     bundle = trained_registry.open(quantized)
     # Serve int8 whatever this CPU measured, as a device operator may choose.
-    from strato_training.bundle_edit import add_artifacts
+    from strato_training.publish import add_artifacts
 
     served = add_artifacts(
         trained_registry, quantized, serving={"default": "model.int8.dynamic.onnx"}

@@ -293,23 +293,6 @@ def test_strato_quantize_cli_table_shows_both_precisions(mlp_registry: Registry)
     assert "serving default" in result.output and "cascade threshold" in result.output
 
 
-def test_quickstart_step_moves_the_context_to_the_optimized_version(
-    mlp_registry: Registry, digits: Dataset, tmp_path: Path
-) -> None:
-    from strato._registry import ModelRef
-    from strato_training.optimize import quickstart_step
-    from strato_training.pipeline import QuickstartContext
-
-    ctx = QuickstartContext(workdir=tmp_path, registry=mlp_registry, dataset=digits)
-    ctx.ref = ModelRef("digits-mlp", "1")
-    quickstart_step(ctx)
-    assert str(ctx.ref) == "digits-mlp:2"
-    assert ctx.bundle is not None and ctx.bundle.version == "2"
-    assert ctx.summary["optimize"]["calibration"]["cascade_threshold"] > 0
-    # The quickstart ends with prod on the optimized version, so the edge serves int8.
-    assert str(mlp_registry.resolve("digits-mlp@prod")) == "digits-mlp:2"
-
-
 def test_report_json_of_a_published_run_gains_calibration_and_quantization(
     exported_run: Path, digits: Dataset, tmp_path: Path
 ) -> None:

@@ -222,29 +222,24 @@ def quickstart_command(
     """
     from strato import Registry
 
-    from strato_training.pipeline import QuickstartContext, quickstart_steps, run_quickstart
+    from strato_training.pipeline import QuickstartConfig, run_quickstart
     from strato_training.trainer import TrainConfig
 
-    context = QuickstartContext(
+    config = QuickstartConfig(
         workdir=workdir,
-        registry=Registry(registry),
         name=name,
-        train_config=TrainConfig(epochs=epochs, seed=seed, threads=1),
+        train=TrainConfig(epochs=epochs, seed=seed, threads=1),
         progress=not quiet,
+        optimize=optimize,
+        serve=serve,
     )
     console = _console()
 
-    def on_step(step: Any, seconds: float) -> None:
+    def on_step(step: str, description: str, seconds: float) -> None:
         if not quiet:
-            console.print(f"[green]✓[/green] {step.name:9} {step.description} [dim]{seconds:.2f} s")
+            console.print(f"[green]✓[/green] {step:9} {description} [dim]{seconds:.2f} s")
 
-    steps = quickstart_steps(optimize=optimize, serve=serve)
-    try:
-        summary = run_quickstart(context, steps, on_step=on_step)
-    finally:
-        from strato_training.demo import stop_services
-
-        stop_services(context)
+    summary = run_quickstart(config, Registry(registry), on_step=on_step).to_dict()
     if as_json:
         print_json(summary)
         return

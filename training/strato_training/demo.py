@@ -3,9 +3,10 @@
 After training, optimizing and publishing, `make demo`:
 1. pulls the optimized version into a device store (`strato edge pull`, sha256-verified) and
    serves it with `strato edge serve` on 127.0.0.1;
-2. serves the fp32 version with the Lambda handler behind `strato cloud local` (the Invoke API);
-3. routes the test split through `strato.Client(edge=Edge(...), cloud=Lambda(...),
-   policy=Cascade())` and reports where each call was answered and how well;
+2. serves the fp32 version with the Lambda handler behind `strato cloud local`;
+3. routes the test split through `strato.Client(edge=Edge(...), cloud=Lambda(http_url=...),
+   policy=Cascade())` (the function's HTTP API front: no AWS credentials, no boto3 here) and
+   reports where each call was answered and how well;
 4. stops both servers, whatever happened.
 
 The servers run as subprocesses of the `strato` command, so this module imports neither
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -28,10 +30,11 @@ import numpy as np
 from strato import ConfigError
 
 if TYPE_CHECKING:
-    from strato_training.data import Dataset
-    from strato_training.pipeline import QuickstartContext
+    from strato import ModelRef, Registry
 
-__all__ = ["SERVING_STEPS", "Service", "route_step", "serve_cloud_step", "serve_edge_step"]
+    from strato_training.data import Dataset
+
+__all__ = ["FUNCTION_NAME", "Service", "route", "serve_and_route", "serve_cloud", "serve_edge"]
 
 FUNCTION_NAME = "strato-infer"
 
@@ -97,30 +100,26 @@ class Service:
         self.log.close()
 
 
-def _services(ctx: QuickstartContext) -> dict[str, Service]:
-    services: dict[str, Service] = ctx.services
-    return services
+Clock = Callable[[str, Callable[[], Any]], Any]
+"""Runs one named step and times it (`pipeline._Clock.run`)."""
 
 
-def stop_services(ctx: QuickstartContext) -> None:
-    """Stop every server the demo started (called from a `finally`)."""
-    for service in _services(ctx).values():
-        service.stop()
-    ctx.services.clear()
+def _no_clock(name: str, step: Callable[[], Any]) -> Any:
+    return step()
 
 
-def serve_edge_step(ctx: QuickstartContext) -> None:
-    """Pull the optimized version into a device store and serve it on 127.0.0.1."""
-    ref = ctx.need("ref")
-    store = ctx.workdir / "edge-store"
+def serve_edge(registry_url: str, ref: str, workdir: Path) -> Service:
+    """Pull `ref` into a device store (`strato edge pull`, sha256-verified) and serve it on
+    127.0.0.1 (`strato edge serve`); returns the running service."""
+    store = workdir / "edge-store"
     pulled = subprocess.run(
         [
             *_strato_command(),
             "edge",
             "pull",
-            str(ref),
+            ref,
             "--registry",
-            ctx.registry.url,
+            registry_url,
             "--store",
             str(store),
         ],
@@ -135,16 +134,14 @@ def serve_edge_step(ctx: QuickstartContext) -> None:
         "edge",
         ["edge", "serve", "--store", str(store), "--port", str(port)],
         f"http://127.0.0.1:{port}",
-        ctx.workdir / "logs" / "edge.log",
+        workdir / "logs" / "edge.log",
     )
-    _services(ctx)["edge"] = service
     service.wait_ready("/v2/health/ready")
-    ctx.summary["edge"] = {"url": service.url, "store": str(store), "model": str(ref)}
+    return service
 
 
-def serve_cloud_step(ctx: QuickstartContext) -> None:
-    """Serve the fp32 version with the Lambda handler behind the local Invoke API emulator."""
-    fp32 = ctx.summary.get("optimize", {}).get("from") or str(ctx.need("ref"))
+def serve_cloud(registry_url: str, ref: str, workdir: Path) -> Service:
+    """Serve `ref` with the Lambda handler behind `strato cloud local` (Invoke + HTTP API)."""
     port = _free_port()
     service = Service.start(
         "cloud",
@@ -152,7 +149,7 @@ def serve_cloud_step(ctx: QuickstartContext) -> None:
             "cloud",
             "local",
             "--model-uri",
-            f"{ctx.registry.url}/{fp32}",
+            f"{registry_url}/{ref}",
             "--port",
             str(port),
             "--function-name",
@@ -160,11 +157,39 @@ def serve_cloud_step(ctx: QuickstartContext) -> None:
             "--quiet",
         ],
         f"http://127.0.0.1:{port}",
-        ctx.workdir / "logs" / "cloud.log",
+        workdir / "logs" / "cloud.log",
     )
-    _services(ctx)["cloud"] = service
     service.wait_ready("/v2/health/ready")
-    ctx.summary["cloud"] = {"url": service.url, "function": FUNCTION_NAME, "model": fp32}
+    return service
+
+
+def serve_and_route(
+    registry: Registry,
+    *,
+    edge_ref: ModelRef,
+    cloud_ref: ModelRef,
+    dataset: Dataset,
+    workdir: Path,
+    clock: Clock = _no_clock,
+) -> dict[str, Any]:
+    """Serve `edge_ref` on the edge daemon and `cloud_ref` on the Lambda emulator, route the
+    test split through them, stop both whatever happens. Returns the `edge`, `cloud` and
+    `routing` parts of the quickstart summary."""
+    services: list[Service] = []
+    try:
+        edge = clock("serve-edge", lambda: serve_edge(registry.url, str(edge_ref), workdir))
+        services.append(edge)
+        cloud = clock("serve-cloud", lambda: serve_cloud(registry.url, str(cloud_ref), workdir))
+        services.append(cloud)
+        routing = clock("route", lambda: route(edge.url, cloud.url, edge_ref.name, dataset))
+    finally:
+        for service in services:
+            service.stop()
+    return {
+        "edge": {"url": edge.url, "store": str(workdir / "edge-store"), "model": str(edge_ref)},
+        "cloud": {"url": cloud.url, "function": FUNCTION_NAME, "model": str(cloud_ref)},
+        "routing": routing,
+    }
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -185,40 +210,26 @@ def _tier_row(correct: list[bool], latencies: list[float], total: int) -> dict[s
     }
 
 
-def route_step(ctx: QuickstartContext) -> None:
-    """Route the test split one call at a time through Client(edge, cloud, Cascade())."""
-    import boto3
+def route(edge_url: str, cloud_url: str, model: str, dataset: Dataset) -> dict[str, Any]:
+    """Route the test split one call at a time through Client(edge, cloud, Cascade()); the
+    cloud is reached through the function's HTTP API front (no AWS credentials needed)."""
     from strato import Client, Edge, Lambda, policies
 
-    dataset: Dataset = ctx.need("dataset")
-    services = _services(ctx)
-    lambda_client = boto3.client(
-        "lambda",
-        endpoint_url=services["cloud"].url,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-    model = ctx.name
     by_tier: dict[str, tuple[list[bool], list[float]]] = {"edge": ([], []), "cloud": ([], [])}
-    edge_alone: list[bool] = []
     with Client(
-        edge=Edge(services["edge"].url),
-        cloud=Lambda(FUNCTION_NAME, client=lambda_client),
-        policy=policies.Cascade(),
+        edge=Edge(edge_url), cloud=Lambda(http_url=cloud_url), policy=policies.Cascade()
     ) as client:
         for x, y in zip(dataset.test.x, dataset.test.y, strict=True):
             prediction = client.predict(model, x[None])
             tier = "cloud" if prediction.served_by == "lambda" else "edge"
-            correct = int(prediction.output.argmax()) == int(y)
-            by_tier[tier][0].append(correct)
+            by_tier[tier][0].append(int(prediction.output.argmax()) == int(y))
             by_tier[tier][1].append(prediction.latency_ms)
-            if tier == "edge":
-                edge_alone.append(correct)
         calibration = client.metadata(model).get("parameters", {}).get("calibration", {})
+    with Client(edge=Edge(edge_url)) as client:
+        logits = client.predict(model, dataset.test.x).output  # the edge model alone
     total = len(dataset.test.y)
     everything = by_tier["edge"][0] + by_tier["cloud"][0]
-    ctx.summary["routing"] = {
+    return {
         "policy": "cascade",
         "threshold": calibration.get("cascade_threshold"),
         "expected_edge_share": calibration.get("edge_share"),
@@ -226,31 +237,5 @@ def route_step(ctx: QuickstartContext) -> None:
         "edge": _tier_row(*by_tier["edge"], total),
         "cloud": _tier_row(*by_tier["cloud"], total),
         "cascade_accuracy": round(float(np.mean(everything)), 4),
+        "edge_alone_accuracy": round(float((logits.argmax(axis=1) == dataset.test.y).mean()), 4),
     }
-    _edge_only_accuracy(ctx, dataset)
-
-
-def _edge_only_accuracy(ctx: QuickstartContext, dataset: Dataset) -> None:
-    """The edge model alone on the whole split, to show what the cascade buys."""
-    from strato import Client, Edge
-
-    with Client(edge=Edge(_services(ctx)["edge"].url)) as client:
-        logits = client.predict(ctx.name, dataset.test.x).output
-    ctx.summary["routing"]["edge_alone_accuracy"] = round(
-        float((logits.argmax(axis=1) == dataset.test.y).mean()), 4
-    )
-
-
-SERVING_STEPS = (
-    (
-        "serve-edge",
-        "pull the optimized bundle into a device store, serve it (strato edge serve)",
-        serve_edge_step,
-    ),
-    (
-        "serve-cloud",
-        "serve the fp32 bundle with the Lambda handler (strato cloud local)",
-        serve_cloud_step,
-    ),
-    ("route", "route the test split through Client(Edge, Lambda, Cascade())", route_step),
-)

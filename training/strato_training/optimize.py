@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from strato import BundleError, ConfigError
 
-from strato_training.bundle_edit import NewFile, add_artifacts
 from strato_training.calibrate import calibrate
 from strato_training.gates import GateConfig
 from strato_training.measure import predict_logits
+from strato_training.publish import NewFile, add_artifacts
 from strato_training.quantize_data import QuantizeData
 from strato_training.quantize_run import QuantizeOptions, QuantizeOutcome, run_quantization
 
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     import numpy as np
     from strato import Artifact, Bundle, ModelRef, Registry
 
-    from strato_training.pipeline import QuickstartContext
-
 __all__ = [
     "Dataset",
     "Split",
@@ -41,7 +39,6 @@ __all__ = [
     "calibration_for",
     "optimize_bundle",
     "quantize_bundle",
-    "quickstart_step",
 ]
 
 REPORT = "report.json"
@@ -295,12 +292,3 @@ def optimize_bundle(
         alias=alias,
         on_step=on_step,
     )
-
-
-def quickstart_step(ctx: QuickstartContext) -> None:
-    """The quickstart's optimize step (insert it after "publish"): quantize + calibrate the
-    published version and point `prod` at the new one; the context then points at it."""
-    ref, summary = optimize_bundle(ctx.registry, ctx.need("ref"), ctx.need("dataset"), alias="prod")
-    ctx.ref = ref
-    ctx.bundle = ctx.registry.open(ref)
-    ctx.summary["optimize"] = summary

@@ -1,18 +1,27 @@
-"""Run-folder steps for the CLI, and the quickstart pipeline `make demo` runs.
+"""The training pipeline as plain typed steps, and the quickstart `make demo` runs with them.
 
-The quickstart is a list of `Step`s over one shared `QuickstartContext`; each step reads what
-earlier steps put on the context and adds its own. To extend the demo (quantize, start an edge
-server, route to the cloud), insert a step with `insert_step` instead of copying the pipeline::
+Each step is a function with typed inputs and a frozen result; nothing is passed by name
+through a shared context::
 
-    steps = insert_step(QUICKSTART_STEPS, Step("quantize", "int8 static", quantize_step), after="parity")
-    run_quickstart(context, steps)
+    dataset = load_data(train_config)
+    trained = train_step(train_config, dataset, run_dir)           # TrainResult
+    report = evaluate_run(run_dir, result=trained, dataset=dataset)
+    exported = export_step(run_dir, trained, dataset)              # Exported (ONNX + parity)
+    published = publish_step(run_dir, "digits-mlp", registry)      # Published (verified bundle)
+    optimized = optimize_step(registry, published.ref, dataset)    # Optimized (next version)
+    served = predict_step(registry, optimized.ref, dataset)        # Served (Client(Local))
+
+`run_quickstart(QuickstartConfig(...), registry)` runs them in that order (then the serving half
+in `strato_training.demo`) and returns a `QuickstartSummary`. `strato import` runs the same
+export → parity → publish order for models that come from elsewhere (`strato_training.importer`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from strato import ConfigError
@@ -39,7 +48,6 @@ from strato_training.publish import PublishConfig, publish
 from strato_training.trainer import TrainConfig, TrainResult, dataset_for, load_run, train
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from strato import Bundle, ModelRef, Registry
@@ -47,17 +55,61 @@ if TYPE_CHECKING:
     from strato_training.data import Dataset
 
 __all__ = [
-    "QUICKSTART_STEPS",
-    "QuickstartContext",
-    "Step",
-    "dataset_for",
+    "STEP_DESCRIPTIONS",
+    "Exported",
+    "Optimized",
+    "Published",
+    "QuickstartConfig",
+    "QuickstartSummary",
+    "Served",
+    "Spine",
     "evaluate_run",
     "export_run",
-    "insert_step",
-    "quickstart_steps",
+    "export_step",
+    "load_data",
+    "optimize_step",
+    "predict_step",
+    "publish_step",
     "record_parity",
     "run_quickstart",
+    "run_spine",
+    "train_step",
 ]
+
+OnStep = Callable[[str, str, float], None]
+"""Called after each step with (name, description, seconds)."""
+T = TypeVar("T")
+
+STEP_DESCRIPTIONS = {
+    "data": "load the dataset and split it",
+    "train": "train the model",
+    "evaluate": f"score the test split → {REPORT}, {CONFUSION_PNG}, {CURVES_PNG}",
+    "export": f"export {ONNX_MODEL} with a dynamic batch axis",
+    "parity": "check torch vs ONNX Runtime on the test split",
+    "publish": "publish the bundle to the registry",
+    "optimize": "quantize + calibrate, gate on accuracy, pick the default, move prod",
+    "load": "load the bundle back and verify every sha256",
+    "predict": "predict the test split through strato.Client(Local)",
+    "serve-edge": "pull the served version into a device store, serve it (strato edge serve)",
+    "serve-cloud": "serve the fp32 version with the Lambda handler (strato cloud local)",
+    "route": "route the test split through Client(Edge, Lambda, Cascade())",
+    "summary": "collect the summary",
+}
+
+
+# --- the steps ----------------------------------------------------------------------------
+
+
+def load_data(config: TrainConfig) -> Dataset:
+    """The dataset `config` trains on, split by its seed and fractions."""
+    return dataset_for(config)
+
+
+def train_step(
+    config: TrainConfig, dataset: Dataset, run_dir: Path, *, progress: bool = True
+) -> TrainResult:
+    """Train and write the run folder (model.safetensors + run.json)."""
+    return train(config, out_dir=run_dir, dataset=dataset, progress=progress)
 
 
 def evaluate_run(
@@ -76,6 +128,33 @@ def evaluate_run(
     )
 
 
+@dataclass(frozen=True)
+class Exported:
+    """The exported ONNX file and its parity with torch on the test split."""
+
+    export: ExportResult
+    parity: ParityReport
+
+
+def export_step(
+    run_dir: Path,
+    result: TrainResult,
+    dataset: Dataset,
+    *,
+    config: ExportConfig | None = None,
+    atol: float = 1e-4,
+    min_top1_agreement: float = 0.99,
+) -> Exported:
+    """Export the trained model, gate it on parity over the test split, record export.json."""
+    exported = export_onnx(
+        result.model, run_dir / ONNX_MODEL, input_shape=result.input_shape, config=config
+    )
+    parity = record_parity(
+        run_dir, result, exported, dataset, atol=atol, min_top1_agreement=min_top1_agreement
+    )
+    return Exported(exported, parity)
+
+
 def export_run(
     run_dir: Path,
     *,
@@ -85,16 +164,13 @@ def export_run(
     result: TrainResult | None = None,
     dataset: Dataset | None = None,
 ) -> tuple[ExportResult, ParityReport]:
-    """Export a run to `model.onnx`, gate it on parity over the test split, record both."""
+    """`export_step` on a run folder (the model and dataset are loaded when not given)."""
     result = result or load_run(run_dir)
     dataset = dataset or dataset_for(result.config)
-    exported = export_onnx(
-        result.model, run_dir / ONNX_MODEL, input_shape=result.input_shape, config=config
+    done = export_step(
+        run_dir, result, dataset, config=config, atol=atol, min_top1_agreement=min_top1_agreement
     )
-    parity = record_parity(
-        run_dir, result, exported, dataset, atol=atol, min_top1_agreement=min_top1_agreement
-    )
-    return exported, parity
+    return done.export, done.parity
 
 
 def record_parity(
@@ -128,204 +204,241 @@ def record_parity(
     return parity
 
 
-# --- the quickstart ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Published:
+    ref: ModelRef
+    bundle: Bundle
 
 
-@dataclass
-class QuickstartContext:
-    """Everything the quickstart steps share; each step fills in its part."""
+def publish_step(
+    run_dir: Path, name: str, registry: Registry, *, alias: str | None = None
+) -> Published:
+    """Publish the run folder as the next version of `name`; the bundle, loaded back verified."""
+    ref = publish(run_dir, PublishConfig(name, alias=alias), registry=registry).ref
+    return Published(ref, registry.open(ref))
+
+
+@dataclass(frozen=True)
+class Optimized:
+    """The optimized version (quantized + calibrated); `summary` is what `optimize_bundle`
+    reports (per-artifact metrics, the default, calibration)."""
+
+    ref: ModelRef
+    summary: dict[str, Any]
+
+
+def optimize_step(
+    registry: Registry, ref: ModelRef, dataset: Dataset, *, alias: str | None = "prod"
+) -> Optimized:
+    """Quantize + gate + calibrate `ref` into its next version (and point `alias` at it)."""
+    from strato_training.optimize import optimize_bundle
+
+    # optimize's Dataset protocol declares writable x/y; data.Split is frozen (read-only).
+    new_ref, summary = optimize_bundle(registry, ref, cast("Any", dataset), alias=alias)
+    return Optimized(new_ref, summary)
+
+
+@dataclass(frozen=True)
+class Served:
+    """The test split predicted through `strato.Client(Local)`: scores and batch-1 latency."""
+
+    model: str
+    served_by: str
+    precision: str | None
+    accuracy: float
+    macro_f1: float
+    p50_latency_ms: float
+    p99_latency_ms: float
+    latency_samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def predict_step(
+    registry: Registry, ref: ModelRef, dataset: Dataset, *, latency_samples: int = 200
+) -> Served:
+    """Predict the test split in one call, then `latency_samples` rows one at a time."""
+    from strato import Client, Local
+
+    with Client(edge=Local(registry)) as client:
+        prediction = client.predict(str(ref), dataset.test.x)
+        scores = evaluate_logits(prediction.output, dataset.test.y, dataset.labels)
+        latencies = [
+            client.predict(str(ref), row[None]).latency_ms
+            for row in dataset.test.x[:latency_samples]
+        ]
+    return Served(
+        model=f"{prediction.model_name}:{prediction.model_version}",
+        served_by=prediction.served_by,
+        precision=prediction.precision,
+        accuracy=round(scores.accuracy, 4),
+        macro_f1=round(scores.macro_f1, 4),
+        p50_latency_ms=round(float(np.percentile(latencies, 50)), 4),
+        p99_latency_ms=round(float(np.percentile(latencies, 99)), 4),
+        latency_samples=len(latencies),
+    )
+
+
+# --- the quickstart -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    """What the quickstart trains, where it writes, and which halves it runs."""
 
     workdir: Path
-    registry: Registry
     name: str = "digits-mlp"
-    train_config: TrainConfig = field(default_factory=lambda: TrainConfig(threads=1))
-    export_config: ExportConfig = field(default_factory=ExportConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(threads=1))
+    export: ExportConfig = field(default_factory=ExportConfig)
     atol: float = 1e-4
     latency_samples: int = 200
     progress: bool = True
-    dataset: Dataset | None = None
-    result: TrainResult | None = None
-    report: EvalReport | None = None
-    exported: ExportResult | None = None
-    parity: ParityReport | None = None
-    ref: ModelRef | None = None
-    bundle: Bundle | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    services: dict[str, Any] = field(default_factory=dict)  # servers the demo started
+    optimize: bool = True
+    serve: bool = True
+
+    def __post_init__(self) -> None:
+        if self.atol < 0:
+            raise ConfigError(f"atol must be >= 0, got {self.atol}")
+        if self.latency_samples < 1:
+            raise ConfigError(f"latency_samples must be >= 1, got {self.latency_samples}")
+        PublishConfig(self.name)  # validates the name
 
     @property
     def run_dir(self) -> Path:
         return self.workdir / "run"
 
-    def need(self, attribute: str) -> Any:
-        value = getattr(self, attribute)
-        if value is None:
-            raise ConfigError(f"quickstart step order: {attribute!r} is not set by an earlier step")
+
+@dataclass(frozen=True)
+class Spine:
+    """What the spine (data → train → evaluate → export → parity → publish) produced."""
+
+    dataset: Dataset
+    result: TrainResult
+    report: EvalReport
+    exported: Exported
+    published: Published
+
+
+class _Clock:
+    """Times each step and reports it; the timings keep the order the steps ran in."""
+
+    def __init__(self, on_step: OnStep | None) -> None:
+        self.on_step = on_step
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, step: Callable[[], T]) -> T:
+        begun = time.perf_counter()
+        value = step()
+        self.timings[name] = round(time.perf_counter() - begun, 3)
+        if self.on_step is not None:
+            self.on_step(name, STEP_DESCRIPTIONS.get(name, name), self.timings[name])
         return value
 
 
+def run_spine(
+    config: QuickstartConfig, registry: Registry, *, on_step: OnStep | None = None
+) -> Spine:
+    """data → train → evaluate → export → parity → publish, each step timed."""
+    return _spine(config, registry, _Clock(on_step))
+
+
+def _spine(config: QuickstartConfig, registry: Registry, clock: _Clock) -> Spine:
+    run_dir = config.run_dir
+    dataset = clock.run("data", lambda: load_data(config.train))
+    result = clock.run(
+        "train", lambda: train_step(config.train, dataset, run_dir, progress=config.progress)
+    )
+    report = clock.run("evaluate", lambda: evaluate_run(run_dir, result=result, dataset=dataset))
+    export = clock.run(
+        "export",
+        lambda: export_onnx(
+            result.model, run_dir / ONNX_MODEL, input_shape=result.input_shape, config=config.export
+        ),
+    )
+    parity = clock.run(
+        "parity", lambda: record_parity(run_dir, result, export, dataset, atol=config.atol)
+    )
+    published = clock.run("publish", lambda: publish_step(run_dir, config.name, registry))
+    return Spine(dataset, result, report, Exported(export, parity), published)
+
+
 @dataclass(frozen=True)
-class Step:
-    name: str
-    description: str
-    run: Callable[[QuickstartContext], None]
+class QuickstartSummary:
+    """Everything the quickstart measured; `to_dict()` is what `--json` prints."""
 
+    fields: dict[str, Any]
 
-def _load_data(ctx: QuickstartContext) -> None:
-    ctx.dataset = dataset_for(ctx.train_config)
-    ctx.summary["dataset"] = ctx.dataset.summary()
-
-
-def _train(ctx: QuickstartContext) -> None:
-    ctx.result = train(
-        ctx.train_config, out_dir=ctx.run_dir, dataset=ctx.need("dataset"), progress=ctx.progress
-    )
-    ctx.summary["training"] = {
-        "model": ctx.train_config.model,
-        "epochs_run": len(ctx.result.history),
-        "best_epoch": ctx.result.best_epoch,
-        "seconds": round(ctx.result.seconds, 3),
-        "val_accuracy": round(ctx.result.best.get("val_accuracy", 0.0), 4),
-    }
-
-
-def _evaluate(ctx: QuickstartContext) -> None:
-    ctx.report = evaluate_run(ctx.run_dir, result=ctx.need("result"), dataset=ctx.need("dataset"))
-
-
-def _export(ctx: QuickstartContext) -> None:
-    ctx.exported = export_onnx(
-        ctx.need("result").model,
-        ctx.run_dir / ONNX_MODEL,
-        input_shape=ctx.need("dataset").input_shape,
-        config=ctx.export_config,
-    )
-
-
-def _parity(ctx: QuickstartContext) -> None:
-    ctx.parity = record_parity(
-        ctx.run_dir, ctx.need("result"), ctx.need("exported"), ctx.need("dataset"), atol=ctx.atol
-    )
-
-
-def _publish(ctx: QuickstartContext) -> None:
-    ctx.ref = publish(ctx.run_dir, PublishConfig(ctx.name), registry=ctx.registry).ref
-
-
-def _load_back(ctx: QuickstartContext) -> None:
-    ctx.bundle = ctx.registry.open(ctx.need("ref"))  # verifies every sha256
-
-
-def _predict(ctx: QuickstartContext) -> None:
-    from strato import Client, Local
-
-    dataset: Dataset = ctx.need("dataset")
-    ref = str(ctx.need("ref"))
-    with Client(edge=Local(ctx.registry)) as client:
-        prediction = client.predict(ref, dataset.test.x)
-        scores = evaluate_logits(prediction.output, dataset.test.y, dataset.labels)
-        latencies = []
-        for row in dataset.test.x[: ctx.latency_samples]:
-            latencies.append(client.predict(ref, row[None]).latency_ms)
-    ctx.summary["served"] = {
-        "model": f"{prediction.model_name}:{prediction.model_version}",
-        "served_by": prediction.served_by,
-        "precision": prediction.precision,
-        "accuracy": round(scores.accuracy, 4),
-        "macro_f1": round(scores.macro_f1, 4),
-        "p50_latency_ms": round(float(np.percentile(latencies, 50)), 4),
-        "p99_latency_ms": round(float(np.percentile(latencies, 99)), 4),
-        "latency_samples": len(latencies),
-    }
-
-
-def _summarise(ctx: QuickstartContext) -> None:
-    bundle: Bundle = ctx.need("bundle")
-    served = ctx.summary.get("served", {})
-    onnx = bundle.manifest.artifact(ONNX_MODEL)
-    parity: ParityReport = ctx.need("parity")
-    ctx.summary.update(
-        {
-            "model": bundle.ref,
-            "registry": ctx.registry.url,
-            "accuracy": served.get("accuracy"),
-            "macro_f1": served.get("macro_f1"),
-            "model_size_bytes": onnx.size,
-            "p50_latency_ms": served.get("p50_latency_ms"),
-            "parity": {
-                "max_abs_diff": parity.max_abs_diff,
-                "top1_agreement": parity.top1_agreement,
-            },
-            "exporter": bundle.manifest.framework.get("exporter"),
-            "artifacts": {a.path: str(bundle.path_of(a)) for a in bundle.manifest.artifacts},
-            "run_dir": str(ctx.run_dir),
-        }
-    )
-
-
-QUICKSTART_STEPS: tuple[Step, ...] = (
-    Step("data", "load digits and split it", _load_data),
-    Step("train", "train the reference MLP", _train),
-    Step("evaluate", f"score the test split → {REPORT}, {CONFUSION_PNG}, {CURVES_PNG}", _evaluate),
-    Step("export", f"export {ONNX_MODEL} with a dynamic batch axis", _export),
-    Step("parity", "check torch vs ONNX Runtime on the test split", _parity),
-    Step("publish", "publish the bundle to the registry", _publish),
-    Step("load", "load the bundle back and verify every sha256", _load_back),
-    Step("predict", "predict the test split through strato.Client(Local)", _predict),
-    Step("summary", "collect the summary", _summarise),
-)
-
-
-def quickstart_steps(*, optimize: bool = True, serve: bool = True) -> tuple[Step, ...]:
-    """The demo's steps: the spine, plus calibrate/quantize and the serving half when asked."""
-    steps = QUICKSTART_STEPS
-    if optimize:
-        from strato_training.optimize import quickstart_step
-
-        steps = insert_step(
-            steps,
-            Step(
-                "optimize",
-                "calibrate + int8-static, gate on accuracy, pick the default",
-                quickstart_step,
-            ),
-            after="publish",
-        )
-    if serve:
-        from strato_training.demo import SERVING_STEPS
-
-        for name, description, run in reversed(SERVING_STEPS):
-            steps = insert_step(steps, Step(name, description, run), after="predict")
-    return steps
-
-
-def insert_step(
-    steps: Sequence[Step], step: Step, *, after: str | None = None, before: str | None = None
-) -> tuple[Step, ...]:
-    """A copy of `steps` with `step` placed after (or before) the named step."""
-    names = [s.name for s in steps]
-    anchor = after or before
-    if anchor not in names:
-        raise ConfigError(f"no quickstart step {anchor!r}; steps are {names}")
-    index = names.index(anchor) + (1 if after else 0)
-    return (*steps[:index], step, *steps[index:])
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.fields)
 
 
 def run_quickstart(
-    ctx: QuickstartContext,
-    steps: Sequence[Step] = QUICKSTART_STEPS,
-    *,
-    on_step: Callable[[Step, float], None] | None = None,
-) -> dict[str, Any]:
-    """Run `steps` in order over `ctx`; returns `ctx.summary` (with per-step seconds)."""
+    config: QuickstartConfig, registry: Registry, *, on_step: OnStep | None = None
+) -> QuickstartSummary:
+    """The whole demo: the spine, [optimize], load, predict, [serve edge + cloud, route]."""
     started = time.perf_counter()
-    for step in steps:
-        begun = time.perf_counter()
-        step.run(ctx)
-        ctx.timings[step.name] = round(time.perf_counter() - begun, 3)
-        if on_step is not None:
-            on_step(step, ctx.timings[step.name])
-    ctx.summary["timings"] = dict(ctx.timings)
-    ctx.summary["total_seconds"] = round(time.perf_counter() - started, 3)
-    return ctx.summary
+    clock = _Clock(on_step)
+    spine = _spine(config, registry, clock)
+    fp32 = spine.published.ref
+    optimized = (
+        clock.run("optimize", lambda: optimize_step(registry, fp32, spine.dataset))
+        if config.optimize
+        else None
+    )
+    served_ref = optimized.ref if optimized is not None else fp32
+    bundle = clock.run("load", lambda: registry.open(served_ref))  # verifies every sha256
+    served = clock.run(
+        "predict",
+        lambda: predict_step(
+            registry, served_ref, spine.dataset, latency_samples=config.latency_samples
+        ),
+    )
+    fields = _summary(config, registry, spine, bundle, served)
+    if optimized is not None:
+        fields["optimize"] = optimized.summary
+    if config.serve:
+        from strato_training.demo import serve_and_route
+
+        fields.update(
+            serve_and_route(
+                registry,
+                edge_ref=served_ref,
+                cloud_ref=fp32,
+                dataset=spine.dataset,
+                workdir=config.workdir,
+                clock=clock.run,
+            )
+        )
+    clock.run("summary", lambda: None)
+    fields["timings"] = dict(clock.timings)
+    fields["total_seconds"] = round(time.perf_counter() - started, 3)
+    return QuickstartSummary(fields)
+
+
+def _summary(
+    config: QuickstartConfig, registry: Registry, spine: Spine, bundle: Bundle, served: Served
+) -> dict[str, Any]:
+    result = spine.result
+    parity = spine.exported.parity
+    return {
+        "dataset": spine.dataset.summary(),
+        "training": {
+            "model": config.train.model,
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "seconds": round(result.seconds, 3),
+            "val_accuracy": round(result.best.get("val_accuracy", 0.0), 4),
+        },
+        "served": served.to_dict(),
+        "model": bundle.ref,
+        "registry": registry.url,
+        "accuracy": served.accuracy,
+        "macro_f1": served.macro_f1,
+        "model_size_bytes": bundle.manifest.artifact(ONNX_MODEL).size,
+        "p50_latency_ms": served.p50_latency_ms,
+        "parity": {"max_abs_diff": parity.max_abs_diff, "top1_agreement": parity.top1_agreement},
+        "exporter": bundle.manifest.framework.get("exporter"),
+        "artifacts": {a.path: str(bundle.path_of(a)) for a in bundle.manifest.artifacts},
+        "run_dir": str(config.run_dir),
+    }

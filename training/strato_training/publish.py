@@ -1,9 +1,14 @@
-"""Publish a run folder as a verified bundle into a registry.
+"""Publishing to a registry: a run folder as a new bundle, or a version plus new artifacts
+as the next version.
 
 A run folder holds what the earlier steps wrote (`run.json` + `model.safetensors` from `train`,
 `report.json` + charts from `evaluate`, `model.onnx` + `export.json` from `export`). `publish`
-copies those into a staging folder, hashes them into a manifest with `make_bundle` and hands the
-bundle to `Registry.publish`, which copies it in atomically as `name:version`.
+copies those into a staging folder, hashes them into a manifest with `strato.make_bundle` and
+hands the bundle to `Registry.publish`, which copies it in atomically as `name:version`.
+
+`add_artifacts` publishes the NEXT version of a published one (versions are immutable) with
+new files (a quantized model, a TensorRT plan) and merged metrics / calibration / serving; the
+new manifest records where it came from (`parent`, `history`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strato import ConfigError, ModelNotFound, ModelRef, Registry, TensorSpec
-from strato._bundle import make_bundle
+from strato import (
+    BundleError,
+    ConfigError,
+    ModelNotFound,
+    ModelRef,
+    Registry,
+    TensorSpec,
+    make_bundle,
+)
 
 from strato_training.evaluate import CONFUSION_PNG, CURVES_PNG, REPORT
 from strato_training.export import EXPORT_INFO, ONNX_MODEL
@@ -24,10 +36,20 @@ from strato_training.trainer import CHECKPOINT, RUN_INFO
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Mapping, Sequence
 
     from strato import Bundle
 
-__all__ = ["PREPROCESSING", "PublishConfig", "PublishResult", "build_bundle", "publish"]
+__all__ = [
+    "PREPROCESSING",
+    "NewFile",
+    "PublishConfig",
+    "PublishResult",
+    "add_artifacts",
+    "build_bundle",
+    "preprocessing_for",
+    "publish",
+]
 
 PREPROCESSING: dict[str, Any] = {
     "layout": "NCHW",
@@ -36,6 +58,24 @@ PREPROCESSING: dict[str, Any] = {
     "resize": [28, 28],
     "scale": "pixel / 255 (uint8 images), values in [0, 1]",
 }
+
+
+def preprocessing_for(input_shape: tuple[int, ...], dataset: str) -> dict[str, Any]:
+    """What a trained model expects: images as strato's datasets make them, or tabular rows."""
+    if len(input_shape) != 3:
+        return {
+            "layout": "rows",
+            "dtype": "float32",
+            "features": list(input_shape),
+            "dataset": dataset,
+        }
+    channels, height, width = input_shape
+    return PREPROCESSING | {
+        "grayscale": channels == 1,
+        "channels": channels,
+        "resize": [height, width],
+        "dataset": dataset,
+    }
 
 
 @dataclass(frozen=True)
@@ -109,7 +149,7 @@ def build_bundle(
         framework=export["framework"],
         opset=int(onnx_info["opset"]),
         labels=labels,
-        preprocessing=PREPROCESSING | {"dataset": info["config"]["dataset"]},
+        preprocessing=preprocessing_for(tuple(info["input_shape"]), info["config"]["dataset"]),
         metrics=_metrics(export, report, [a["path"] for a in artifacts]),
         extra={"training": training},
     )
@@ -162,3 +202,84 @@ def publish(
         ref = registry.publish(bundle, alias=config.alias)
         manifest = bundle.manifest.to_dict()
     return PublishResult(ref=ref, registry=registry.url, manifest=manifest)
+
+
+NewFile = tuple[Path, dict[str, Any]]
+"""(source file, artifact spec): spec has `path` (inside the bundle) and optional kind,
+precision, format, tensorrt — the fields of `strato.Artifact`."""
+
+
+def _merge(old: Mapping[str, Any], new: Mapping[str, Any] | None) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in (new or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _add_files(root: Path, files: Sequence[NewFile]) -> list[dict[str, Any]]:
+    specs = []
+    for source, spec in files:
+        relpath = str(spec["path"])
+        target = (root / relpath).resolve()
+        if root.resolve() not in target.parents:
+            raise BundleError(f"artifact path {relpath!r} escapes the bundle")
+        if not Path(source).is_file():
+            raise BundleError(f"cannot add {relpath}: {source} does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        specs.append(dict(spec))
+    return specs
+
+
+def add_artifacts(
+    registry: Registry,
+    ref: str | ModelRef,
+    files: Sequence[NewFile] = (),
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    serving: Mapping[str, Any] | None = None,
+    note: str | None = None,
+    alias: str | None = None,
+) -> ModelRef:
+    """Publish `ref` + `files` (+ merged metrics/calibration/serving) as the next version.
+
+    >>> add_artifacts(reg, "digits-mlp:1", [(Path("q.onnx"), {"path": "model.int8.onnx",
+    ...     "kind": "onnx", "precision": "int8", "format": "qoperator"})])
+    ModelRef(name='digits-mlp', version='2', alias=None)
+    """
+    source = registry.open(ref)
+    version = registry.next_version(source.name)
+    manifest = source.manifest
+    with tempfile.TemporaryDirectory(prefix=f"strato-{source.name}-") as tmp:
+        root = Path(tmp) / version
+        shutil.copytree(
+            source.root, root, ignore=shutil.ignore_patterns("manifest.json", ".manifest.*")
+        )
+        specs = {
+            a.path: {k: v for k, v in a.to_dict().items() if k not in ("sha256", "size")}
+            for a in manifest.artifacts
+        }
+        specs.update({str(s["path"]): s for s in _add_files(root, files)})
+        history = [*manifest.extra.get("history", []), {"from": source.ref, "note": note or ""}]
+        bundle = make_bundle(
+            root,
+            name=source.name,
+            version=version,
+            inputs=manifest.inputs,
+            outputs=manifest.outputs,
+            artifacts=list(specs.values()),
+            framework=manifest.framework,
+            opset=manifest.opset,
+            task=manifest.task,
+            labels=manifest.labels,
+            preprocessing=manifest.preprocessing,
+            metrics=_merge(manifest.metrics, metrics),
+            calibration=_merge(manifest.calibration, calibration),
+            serving=_merge(manifest.serving, serving),
+            extra={**manifest.extra, "parent": source.ref, "history": history},
+        )
+        return registry.publish(bundle, alias=alias)

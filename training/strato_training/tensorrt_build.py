@@ -22,7 +22,7 @@ from strato import ConfigError, ExportError
 from strato._bundle import sha256_file
 from strato.engines import PLAN_DIR, engine_key, plan_path
 
-from strato_training.bundle_edit import add_artifacts
+from strato_training.publish import add_artifacts
 
 if TYPE_CHECKING:
     from strato import Artifact, Bundle, ModelRef, Registry
