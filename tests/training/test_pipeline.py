@@ -111,3 +111,9 @@ def test_strato_training_has_no_import_cycle_and_no_boto3() -> None:
 
     for module in graph:
         visit(module, (module,))
+
+
+def test_every_public_name_of_strato_training_resolves() -> None:
+    for name in strato_training.__all__:
+        assert getattr(strato_training, name) is not None, name
+    assert strato_training.import_onnx.__module__ == "strato_training.importer"
