@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from strato_edge.limits import limited_protocol
 from strato_edge.metrics import start_metrics_server
 from strato_edge.server import create_app
 
@@ -115,6 +116,8 @@ def build_server(config: ServeConfig, *, log_level: str = "warning") -> EdgeUvic
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
+        http=limited_protocol(config),  # bounded heads, head deadline, connection cap
+        timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]  # used as a float
     )
     server = EdgeUvicorn(uv_config)
     server.edge = app.state.edge

@@ -255,7 +255,8 @@ class EdgeServer:
     async def _infer(
         self, request: Request, headers: dict[str, str], served: ServedModel, *, sagemaker: bool
     ) -> Response:
-        body = await self._body(request, headers)
+        # A slow body holds a connection and a buffer: it gets the request deadline too.
+        body = await _with_deadline(self._body(request, headers), self.config.timeout_s)
         header_length = serving.header_length_from(headers)
         if uses_shared_memory(body, header_length):
             return await self._infer_shm(request, body, header_length, served, sagemaker)
