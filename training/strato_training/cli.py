@@ -49,12 +49,21 @@ def train_command(
         int, typer.Option(help="Data-parallel processes (gloo on CPU, nccl on GPU).")
     ] = 1,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process (0: default).")] = 0,
+    image_size: Annotated[
+        int | None, typer.Option(help="Image side in pixels (default 28; tabular data: unused).")
+    ] = None,
+    channels: Annotated[
+        int | None, typer.Option(help="Image channels: 1 grayscale (default) or 3 RGB.")
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model and write its run folder (model.safetensors + run.json).
 
     Example: strato train --dataset digits --model mlp --epochs 10 --out runs/mlp
+
+    RGB images at 64x64 into your own module: strato train --dataset folder:photos
+    --image-size 64 --channels 3 --model mypkg.nets:make_net --out runs/photos
 
     Data-parallel on 2 local processes: strato train --nproc 2 --out runs/ddp, or with torchrun:
     torchrun --standalone --nproc-per-node 2 "$(command -v strato)" train --out runs/ddp
@@ -73,6 +82,8 @@ def train_command(
         amp=amp,
         nproc=nproc,
         threads=threads,
+        image_size=image_size,
+        channels=channels,
     )
     result = train(config, out_dir=out, progress=not quiet)
     if result.rank != 0:

@@ -76,6 +76,14 @@ class TrainConfig:
                 f"device must be auto|cpu|cuda, got {self.device!r}",
             ),
             (self.batch_size >= self.nproc, f"batch_size {self.batch_size} < nproc {self.nproc}"),
+            (
+                self.image_size is None or 4 <= self.image_size <= 4096,
+                f"image_size must be between 4 and 4096, got {self.image_size}",
+            ),
+            (
+                self.channels in (None, 1, 3),
+                f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
