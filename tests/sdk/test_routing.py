@@ -270,3 +270,109 @@ def test_client_configuration_errors(tiny_registry, cloud_standin):
         policies.Cascade(threshold=2.0)
     with pytest.raises(ConfigError):
         policies.LatencySLO(deadline_ms=10, hedge_after_ms=20)
+
+
+def test_setup_mistakes_are_config_errors_never_outages(
+    tiny_registry, edge_standin, cloud_daemon, digit_batch
+):
+    with pytest.raises(ConfigError, match="takes a transport"):
+        Client(edge="http://127.0.0.1:8000")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="http://"):
+        Client(edge=Edge("127.0.0.1:8000"))  # no scheme: refused before any call
+    breaker = BreakerConfig(failures=1, window_s=60, cooldown_s=60, max_cooldown_s=60)
+    unknown = Lambda("no-such-function", endpoint_url=cloud_daemon.url)
+    client = Client(edge=Edge(edge_standin.url), cloud=unknown, retry=FAST, breaker=breaker)
+    client.metadata("tiny")
+    edge_standin.fail(503, times=2)
+    with pytest.raises(ConfigError, match="no-such-function"):
+        client.predict("tiny", digit_batch)  # the edge is down; the cloud is misnamed: say so
+    seen = edge_standin.requests
+    with pytest.raises(ConfigError, match="no-such-function"):
+        client.predict("tiny", digit_batch, policy=policies.CloudFirst())
+    assert edge_standin.requests == seen  # no silent fall back to the edge
+    cloud_breaker = client.backends[1].breaker
+    assert (cloud_breaker.state, cloud_breaker.opened) == ("closed", 0)
+
+
+def test_a_sagemaker_only_client_without_metadata_is_a_config_error(
+    session_registry, tmp_path, digit_batch
+):
+    from pathlib import Path
+
+    from strato import SageMaker
+    from support.servers import SageMakerFront, edge_server, free_port
+
+    port = free_port()
+    container = edge_server(Path(session_registry.url), port, tmp_path / "sm.log", "--sagemaker")
+    container.ready_url = f"http://127.0.0.1:{port}/ping"
+    container.start()
+    front = SageMakerFront(container.url)
+    try:
+        endpoint = SageMaker("strato-tiny", endpoint_url=front.url, target_model="tiny")
+        client = Client(cloud=endpoint)
+        try:
+            pred = client.predict("tiny", digit_batch)
+        except ConfigError as exc:  # the container answers no metadata: a setup mistake
+            assert "strato-metadata" in str(exc)
+            assert client.backends[0].breaker.opened == 0
+        else:  # a container that answers CustomAttributes: strato-metadata
+            assert (pred.served_by, pred.tier) == ("sagemaker", "cloud")
+    finally:
+        front.close()
+        container.stop()
+
+
+def test_every_tier_failing_lists_each_tier(edge_standin, cloud_standin, digit_batch):
+    client = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin), retry=FAST)
+    client.metadata("tiny")
+    edge_standin.fail(503, times=2)
+    cloud_standin.fail(503, times=2)
+    with pytest.raises(Unavailable, match="every tier failed") as caught:
+        client.predict("tiny", digit_batch)
+    assert [e.backend for e in caught.value.failures] == ["edge", "lambda"]
+    assert "edge: edge answered 503" in str(caught.value)
+    assert "lambda: " in str(caught.value)
+
+
+def test_require_same_version_compares_with_the_version_the_edge_serves(tmp_path, digit_batch):
+    """A device holding tiny:1 and tiny:2 that serves 2 (prod): a cloud answer from 2 is fine."""
+    from pathlib import Path
+
+    import support
+    from strato import Registry
+    from support.servers import StandIn, edge_server, free_port
+
+    registry = Registry(tmp_path / "registry")
+    registry.publish(support.build_tiny_bundle(tmp_path / "v1", version="1", seed=0))
+    registry.publish(support.build_tiny_bundle(tmp_path / "v2", version="2", seed=1), alias="prod")
+    edge = edge_server(Path(registry.url), free_port(), tmp_path / "edge.log").start()
+    same = StandIn(support.build_tiny_bundle(tmp_path / "c2", version="2", seed=5)).start()
+    other = StandIn(support.build_tiny_bundle(tmp_path / "c1", version="1", seed=5)).start()
+    try:
+        strict = [
+            Client(edge=Edge(edge.url), cloud=lambda_to(cloud), require_same_version=True)
+            for cloud in (same, other)
+        ]
+        for client in strict:
+            assert client.metadata("tiny")["versions"] == ["1", "2"]  # both installed
+            assert client.router.models["tiny"].version == "2"  # the one it serves
+        edge.kill()
+        answer = strict[0].predict("tiny", digit_batch)
+        assert (answer.tier, answer.model_version) == ("cloud", "2")
+        with pytest.raises(VersionMismatch, match="serves version 2"):
+            strict[1].predict("tiny", digit_batch)
+    finally:
+        edge.stop()
+        same.stop()
+        other.stop()
+
+
+def test_edge_only_never_asks_the_cloud_for_metadata(edge_standin, cloud_standin, digit_batch):
+    client = Client(
+        edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin), policy=policies.EdgeOnly()
+    )
+    edge_standin.fail(503)
+    with pytest.raises(Unavailable):
+        client.predict("tiny", digit_batch)  # the edge's metadata failed; the cloud is not asked
+    assert client.predict("tiny", digit_batch).tier == "edge"
+    assert cloud_standin.requests == 0

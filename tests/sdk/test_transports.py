@@ -4,6 +4,7 @@ the stand-in for what AWS alone offers (throttling, SageMaker runtime, SigV4 HTT
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,8 @@ def test_lambda_invoke_through_the_emulator(cloud_daemon, session_registry, digi
     with pytest.raises(InvalidInput):
         cloud.infer(request(digit_batch.astype(np.float64)))
     missing = Lambda("no-such-function", endpoint_url=cloud_daemon.url)
-    with pytest.raises(Unavailable, match=r"no-such-function|not found|Function"):
-        missing.infer(request(digit_batch))
+    with pytest.raises(ConfigError, match=r"no-such-function|not found|Function"):
+        missing.infer(request(digit_batch))  # a setup mistake, not an outage
 
 
 def test_lambda_http_api_through_the_emulator(cloud_daemon, digit_batch):
@@ -123,6 +124,48 @@ def test_lambda_needs_one_target():
         Lambda()
     with pytest.raises(ConfigError):
         Lambda("f", http_url="http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="sigv4"):
+        Lambda("f", sigv4=True)  # an HTTP API option on a direct invoke
+    with pytest.raises(ConfigError, match="qualifier"):
+        Lambda(http_url="http://127.0.0.1:1", qualifier="live")
+
+
+def test_lambda_is_two_transports_behind_one_constructor(standin):
+    from strato._transports import LambdaHttpApi, LambdaInvoke
+
+    invoke = Lambda("strato-infer", endpoint_url=standin.url)
+    api = Lambda(http_url=standin.url)
+    assert type(invoke) is LambdaInvoke and type(api) is LambdaHttpApi
+    assert isinstance(invoke, Lambda) and isinstance(api, Lambda)
+    assert invoke.payload_limit == api.payload_limit == 6_291_456
+    # the invoke payload base64-encodes the body: about 3/4 of the limit is left for tensors
+    assert 4_600_000 < invoke.max_tensor_bytes(1) < 6_291_456 * 3 // 4
+
+
+def test_lambda_invoke_honours_the_call_timeout(standin, digit_batch):
+    cloud = Lambda("strato-infer", endpoint_url=standin.url, timeout=30.0)
+    cloud.infer(request(digit_batch), timeout=4.0)
+    standin.delay_s = 1.5
+    start = time.perf_counter()
+    with pytest.raises(Timeout):
+        cloud.infer(request(digit_batch), timeout=0.6)  # the router's deadline, not 30 s
+    assert time.perf_counter() - start < 1.4
+    assert cloud._clients.built == [0.5, 2.0]  # one client per timeout bucket, built once
+    standin.delay_s = 0
+    cloud.infer(request(digit_batch), timeout=0.7)
+    assert cloud._clients.built == [0.5, 2.0]
+
+
+def test_missing_aws_credentials_are_a_config_error(standin, digit_batch, monkeypatch, tmp_path):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    cloud = Lambda("strato-infer", endpoint_url=standin.url)
+    with pytest.raises(ConfigError, match="credentials"):
+        cloud.infer(request(digit_batch))
+    assert standin.requests == 0
 
 
 def test_sagemaker_runtime(standin, tiny_registry, digit_batch):
@@ -142,6 +185,11 @@ def test_sagemaker_runtime(standin, tiny_registry, digit_batch):
     standin.fail(503)
     with pytest.raises(Unavailable):
         endpoint.infer(request(digit_batch))
+    assert endpoint.payload_limit == 4 * 1024 * 1024  # serverless
+    assert SageMaker("e", endpoint_url=standin.url, serverless=False).payload_limit == 6_291_456
+    metadata = endpoint.metadata("tiny")  # through CustomAttributes: strato-metadata
+    assert metadata["inputs"][0]["name"] == "input"
+    assert standin.headers[-1]["X-Amzn-SageMaker-Custom-Attributes"] == "strato-metadata"
 
 
 def test_async_edge(edge_daemon, digit_batch):
@@ -178,6 +226,10 @@ def test_sagemaker_through_the_real_container(session_registry, tmp_path, digit_
         assert answer.model_version == "1"
         with pytest.raises(InvalidInput):
             endpoint.infer(request(digit_batch[:, :, :7]))
+        try:
+            assert endpoint.metadata("tiny")["inputs"][0]["name"] == "input"
+        except ConfigError as exc:  # a container that does not answer strato-metadata
+            assert "strato-metadata" in str(exc)
     finally:
         front.close()
         container.stop()

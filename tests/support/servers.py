@@ -302,6 +302,10 @@ class StandIn:
                 parts = self.path.split("/")
                 if self.path.startswith("/2015-03-31/functions/"):
                     self._send(200, json.dumps(standin.invoke(json.loads(body))).encode())
+                elif self.path.startswith("/endpoints/") and (
+                    self.headers.get("X-Amzn-SageMaker-Custom-Attributes") == "strato-metadata"
+                ):  # the metadata contract SageMaker.metadata speaks
+                    self._send(*standin.metadata("tiny"))
                 elif self.path.startswith("/endpoints/"):
                     length = header_length_from(
                         {"content-type": self.headers.get("content-type", "")}
@@ -425,6 +429,9 @@ class SageMakerFront:
                 target = self.headers.get("X-Amzn-SageMaker-Target-Model")
                 if target:
                     headers["X-Amzn-SageMaker-Target-Model"] = target
+                custom = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")
+                if custom:  # the runtime passes CustomAttributes through to the container
+                    headers["X-Amzn-SageMaker-Custom-Attributes"] = custom
                 answer = front.container.post("/invocations", content=body, headers=headers)
                 if answer.status_code == 200:
                     payload = answer.content

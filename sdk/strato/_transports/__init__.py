@@ -12,12 +12,29 @@ from .base import AsyncTransport, Transport
 from .local import Local
 
 if TYPE_CHECKING:
-    from .aws import Lambda, SageMaker
+    from .aws import Lambda, LambdaHttpApi, LambdaInvoke, SageMaker
     from .edge import AsyncEdge, Edge
 
-__all__ = ["AsyncEdge", "AsyncTransport", "Edge", "Lambda", "Local", "SageMaker", "Transport"]
+__all__ = [
+    "AsyncEdge",
+    "AsyncTransport",
+    "Edge",
+    "Lambda",
+    "LambdaHttpApi",
+    "LambdaInvoke",
+    "Local",
+    "SageMaker",
+    "Transport",
+]
 
-_LAZY = {"AsyncEdge": "edge", "Edge": "edge", "Lambda": "aws", "SageMaker": "aws"}
+_LAZY = {
+    "AsyncEdge": "edge",
+    "Edge": "edge",
+    "Lambda": "aws",
+    "LambdaHttpApi": "aws",
+    "LambdaInvoke": "aws",
+    "SageMaker": "aws",
+}
 
 
 def __getattr__(name: str) -> Any:
