@@ -7,7 +7,7 @@ Not a test. Every run is a fresh interpreter:
 - ort floor: the same interpreter and artifact, import numpy + onnxruntime, load the ONNX, run once;
 - torch: the project venv, import torch, load the state dict (weights_only), forward once.
 
-Usage: python benchmarks/cold_start.py [--runs 7] [--artifact DIR]
+Usage: python benchmarks/cold_start.py [--runs 7 | --quick] [--artifact DIR]
 Writes benchmarks/results/cold_start.{md,json,png}.
 """
 
@@ -250,12 +250,13 @@ def write(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 runs per case (a smoke run).")
     parser.add_argument("--artifact", type=Path, help="A built artifact (default: build one).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="strato-cold-") as tmp:
         workdir = Path(tmp)
         artifact = args.artifact or build_artifact(workdir / "artifact")
-        result = measure(args.runs, artifact, workdir)
+        result = measure(3 if args.quick else args.runs, artifact, workdir)
     write(result)
     print((RESULTS / "cold_start.md").read_text())
 

@@ -125,8 +125,13 @@ def _http(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if problem is not None:
         count_error("MalformedEvent")
         return _http_error(400, f"malformed API Gateway HTTP API (2.0) event: {problem}")
-    # The resolver (and Powertools' event_handler package) loads on the first HTTP event:
-    # direct invokes, the SDK's path, never pay for importing it.
+    # Inference answers without the resolver (a cold container's first request should not
+    # import Powertools' event_handler); the other routes load it on their first event.
+    from strato_lambda.http_fast import answer_infer, infer_route
+
+    route = infer_route(event)
+    if route is not None:
+        return answer_infer(event, context, *route)
     from strato_lambda.http_api import resolver
 
     try:
