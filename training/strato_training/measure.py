@@ -49,14 +49,17 @@ _ORT_DTYPES = {
 }
 
 
-def ort_session(path: Path | str, threads: int | None = None) -> Any:
-    """A CPU `InferenceSession` with all graph optimizations; `ExportError` if it cannot load."""
+def ort_session(path: Path | str, threads: int | None = None, *, spin: bool = True) -> Any:
+    """A CPU `InferenceSession` with all graph optimizations; `ExportError` if it cannot load.
+    `spin=False` stops its threads busy-waiting after a run (see `measure_latency`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -153,8 +156,10 @@ def measure_latency(
     threads: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """p50/p99 milliseconds of one `run` per model at `batch`, rounds interleaved across models
-    so background load hits every model alike. Stops early after `budget_s` seconds."""
-    sessions = [ort_session(p, threads) for p in paths]
+    so background load hits every model alike. Stops early after `budget_s` seconds.
+    Threads do not spin between runs: a session's spinning pool would steal the cores of the
+    next model timed and skew the comparison."""
+    sessions = [ort_session(p, threads, spin=False) for p in paths]
     feed = batch_feed(as_feeds(sessions[0], x), batch)
     for session in sessions:
         session.run(None, feed)  # warm-up: first run allocates
