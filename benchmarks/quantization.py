@@ -284,33 +284,31 @@ def measure_case(case: Case, out: Path, rounds: int, budget: float, trials: int)
     }
 
 
+def _passing(result: dict[str, Any]) -> list[str]:
+    return [n for n, r in result["rows"].items() if n != "fp32" and r.get("gate") == "passed"]
+
+
 def _best(result: dict[str, Any]) -> str | None:
     """The passing int8 artifact fastest at batch 8 (what a batch-8 server would pick)."""
-    passing = [
-        name
-        for name, row in result["rows"].items()
-        if name != "fp32" and row.get("gate") == "passed"
-    ]
-    return min(passing, key=lambda n: result["rows"][n]["b8"]["ratio_vs_fp32"], default=None)
+    return min(
+        _passing(result), key=lambda n: result["rows"][n]["b8"]["ratio_vs_fp32"], default=None
+    )
 
 
 def check_goals(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Size on the smallest passing int8 artifact, latency on the fastest at batch 8, cosine on
+    the fastest (the one a server would pick)."""
     checks = []
     for model, result in results.items():
-        best = _best(result)
+        best, rows = _best(result), result["rows"]
         if best is None:
             checks.append((f"{model}: an int8 artifact passes its gate", False, "none passes"))
             continue
-        row = result["rows"][best]
+        smallest = min(_passing(result), key=lambda n: rows[n]["size_ratio"])
         goal = GOALS["size_matmul_only"] if result["task"] == "embedding" else GOALS["size"]
-        checks.append(
-            (
-                f"{model} int8 size <= {goal}x",
-                row["size_ratio"] <= goal,
-                f"{row['size_ratio']:.3f}x ({best})",
-            )
-        )
-        ratio = row["b8"]["ratio_vs_fp32"]
+        size = rows[smallest]["size_ratio"]
+        checks.append((f"{model} int8 size <= {goal}x", size <= goal, f"{size:.3f}x ({smallest})"))
+        ratio = rows[best]["b8"]["ratio_vs_fp32"]
         checks.append(
             (
                 f"{model} int8 latency b8 <= 0.5x",
@@ -319,7 +317,7 @@ def check_goals(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
             )
         )
         if result["task"] == "embedding":
-            cosine = row["cosine_min"]
+            cosine = rows[best]["cosine_min"]
             checks.append(
                 (
                     f"{model} cosine min >= 0.99",
@@ -370,7 +368,7 @@ def write_markdown(results: dict[str, Any], meta: dict[str, Any], path: Path) ->
                 continue
             label = name + (" (auto)" if name in result["auto"] else "")
             if name == "mixed":
-                label += f" ({len(row['fp32_layers'])} layers fp32)"
+                label += f" ({len(row['fp32_layers'])} layer(s) fp32)"
             cells = [
                 f"{row[f'b{b}']['p50_ms']:.3f} ({row[f'b{b}']['ratio_vs_fp32']:.2f})"
                 for b in BATCHES
@@ -388,7 +386,8 @@ def write_markdown(results: dict[str, Any], meta: dict[str, Any], path: Path) ->
     ]
     lines += [
         "",
-        "Goals are judged on the passing int8 artifact fastest at batch 8. Random-weight models lack "
+        "Goals: size on the smallest int8 artifact that passes its gate, latency and cosine on the "
+        "one fastest at batch 8. Random-weight models lack "
         "the activation outliers of trained transformers (which is what breaks int8 on real sentence "
         "encoders): their cosine figures are optimistic; the per-layer search is exercised by the "
         "tests on models with a planted outlier.",

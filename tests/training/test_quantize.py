@@ -454,3 +454,23 @@ def test_a_recipe_that_cannot_run_is_a_typed_error_naming_the_recipe(
 
     assert isinstance(caught.value, StratoError)
     assert set(tmp_path.iterdir()) == before
+
+
+def test_cli_on_a_trained_run_uses_the_dataset_it_records(
+    exported_run: Path, tmp_path: Path
+) -> None:
+    """`strato publish` records the training dataset: `strato quantize REF` needs no --data."""
+    from strato_training.publish import PublishConfig, publish
+
+    registry = Registry(tmp_path / "registry")
+    publish(exported_run, PublishConfig("digits-mlp", alias="prod"), registry=registry)
+    result = CliRunner().invoke(
+        app,
+        ["quantize", "digits-mlp@prod", "--registry", registry.url, "--alias", "prod", "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["data"]["source"] == "dataset" and printed["task"] == "classification"
+    assert printed["artifacts"]["model.onnx"]["accuracy"] > 0.9
+    assert str(registry.resolve("digits-mlp@prod")) == "digits-mlp:2"
