@@ -49,7 +49,8 @@ class Prediction:
 
     `served_by` is the transport's name (`edge+lambda` when a cascade merged rows from both),
     `tier` the tier that answered — `"edge"` (the device daemon), `"cloud"`, `"local"` (an
-    engine in this process) or `"edge+cloud"` for a merged cascade answer — `route_reason` why
+    engine in this process), or both joined (`"edge+cloud"`, `"local+cloud"`) for a cascade answer
+    whose rows came from two tiers — `route_reason` why
     it went there, `attempts` how many calls it took (retries and payload chunks included).
     """
 

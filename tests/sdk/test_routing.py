@@ -376,3 +376,72 @@ def test_edge_only_never_asks_the_cloud_for_metadata(edge_standin, cloud_standin
         client.predict("tiny", digit_batch)  # the edge's metadata failed; the cloud is not asked
     assert client.predict("tiny", digit_batch).tier == "edge"
     assert cloud_standin.requests == 0
+
+
+def tiny_variant(root, *, task="classification", calibration=None, logits=(-1, 10), name="tiny"):
+    """The tiny model under another manifest: task, calibration, declared output shape."""
+    import support
+    from strato import TensorSpec, make_bundle
+
+    root.mkdir(parents=True, exist_ok=True)
+    support.write_tiny_onnx(root / "model.onnx", seed=0)
+    return make_bundle(
+        root,
+        name=name,
+        version="1",
+        inputs=[TensorSpec("input", "FP32", (-1, 1, 28, 28))],
+        outputs=[TensorSpec("logits", "FP32", logits)],
+        artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
+        opset=17,
+        task=task,
+        calibration=calibration or {},
+    )
+
+
+def test_cascade_refuses_what_is_not_a_calibrated_classifier(tmp_path, cloud_standin, digit_batch):
+    cloud = lambda_to(cloud_standin)
+    cases = {
+        "not a classifier": (tiny_variant(tmp_path / "r", task="regression"), policies.Cascade()),
+        "no output 'scores'": (
+            tiny_variant(tmp_path / "o"),
+            policies.Cascade(threshold=0.5, output="scores"),
+        ),
+        "one column": (
+            tiny_variant(tmp_path / "c", logits=(-1, 1)),
+            policies.Cascade(threshold=0.5),
+        ),
+        "strato calibrate": (tiny_variant(tmp_path / "u"), policies.Cascade()),  # no silent 0.8
+    }
+    for message, (bundle, cascade) in cases.items():
+        client = Client(edge=Local(bundle), cloud=cloud, policy=cascade)
+        with pytest.raises(ConfigError, match=message):
+            client.predict("tiny", digit_batch)
+    assert cloud_standin.requests == 0  # refused at the first call, before anything was sent
+
+
+def test_cascade_with_a_confidence_function_for_another_task(tmp_path, digit_batch):
+    from support.servers import StandIn
+
+    bundle = tiny_variant(tmp_path / "r", task="regression")
+    cloud_server = StandIn(bundle, name="cloud").start()
+    try:
+        client = Client(edge=Local(bundle), cloud=lambda_to(cloud_server))
+        scores = client.predict("tiny", digit_batch, policy=policies.EdgeOnly()).output
+
+        def confidence(outputs):
+            return outputs["logits"].max(axis=1)  # e.g. a detector's best box score
+
+        threshold = float(np.median(scores.max(axis=1)))
+        custom = policies.Cascade(confidence=confidence, threshold=threshold)
+        pred = client.predict("tiny", digit_batch, policy=custom)
+        low = int((scores.max(axis=1) < threshold).sum())
+        assert pred.route_reason == f"cascade {low}/4 rows p<{threshold:.2f} (argument)→cloud"
+        assert (pred.served_by, pred.tier) == ("local+lambda", "local+cloud")
+        default = client.predict(
+            "tiny", digit_batch[:1], policy=policies.Cascade(confidence=confidence)
+        )
+        assert "0.50 (default)" in default.route_reason
+        with pytest.raises(ConfigError, match="classify"):
+            client.classify("tiny", digit_batch)  # not a classifier: no labels to give
+    finally:
+        cloud_server.stop()
