@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from strato import Bundle, Manifest, ModelNotFound, ModelUnavailable, Registry, StratoError
-from strato._transports.local import model_metadata
 from strato.engines import load_engine
+from strato.serving import model_metadata
 
 from strato_edge.batcher import Batcher
 

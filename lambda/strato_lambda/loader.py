@@ -144,8 +144,8 @@ def _bundle_for(source: ModelSource, settings: Settings, s3_client: Any) -> Bund
 
 def load_model(settings: Settings, *, s3_client: Any = None) -> LoadedModel:
     """Fetch and verify the configured model, then start ONNX Runtime with one thread per vCPU."""
-    from strato._transports.local import model_metadata
     from strato.engines import load_engine
+    from strato.serving import model_metadata
 
     started = time.perf_counter()
     source = parse_model_uri(settings.model_uri or "")

@@ -102,8 +102,8 @@ def models_verify(
         typer.Option(
             "--trusted",
             "-t",
-            help="Trusted PEM public keys: comma-separated files and/or folders.",
-            envvar="STRATO_TRUSTED_KEYS",
+            help="Trusted PEM public keys: comma-separated files and/or folders "
+            "(default: STRATO_TRUSTED_KEYS).",
         ),
     ] = None,
     registry: RegistryOpt = None,
@@ -135,11 +135,13 @@ def models_verify(
 def _verify(target: str, trusted: str | None, registry: str | None) -> dict[str, Any]:
     from strato._bundle import Bundle
     from strato._errors import ConfigError
+    from strato._settings import trusted_keys_spec
     from strato._signing import resolve_trusted_keys
 
-    if not trusted:
+    spec = trusted_keys_spec(trusted)
+    if spec is None:
         raise ConfigError("no trusted keys: pass --trusted KEYS or set STRATO_TRUSTED_KEYS")
-    keys = resolve_trusted_keys(trusted)
+    keys = resolve_trusted_keys(spec)
     assert keys is not None
     directory = _bundle_dir(target)
     if directory is not None:

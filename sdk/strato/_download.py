@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._bundle import MANIFEST, Bundle, Manifest
-from ._errors import IntegrityError
+from ._errors import BundleError, IntegrityError
 from ._manifest import write_manifest_bytes
 from ._storage import dir_mode, file_mode
 
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from ._storage import Store
 
 __all__ = ["cache_folder", "cached_version", "fetch_manifest", "fetch_version"]
+
+log = logging.getLogger("strato.download")
 
 
 def fetch_manifest(
@@ -124,27 +127,31 @@ def cached_version(
     trusted_keys: TrustedKeysLike | None = None,
     skip_kinds: Collection[str] = (),
 ) -> Bundle:
-    """A verified local copy of `name:version`: the cached one when its manifest bytes equal the
-    registry's (signature, identity and every sha256 checked again, every time), else a download.
-    """
+    """A verified local copy of `name:version`: the cached one when it still verifies against the
+    registry's manifest (signature, identity and every sha256 checked again, every time), else a
+    fresh download (a changed or planted cache entry is discarded, never served)."""
     data = store.read_bytes(f"{name}/{version}/{MANIFEST}")
     target = cache_folder(cache_root, store.url, name, version, data)
-    if not (target / MANIFEST).is_file():
-        return fetch_version(
-            store,
-            name,
-            version,
-            target,
-            trusted_keys=trusted_keys,
-            skip_kinds=skip_kinds,
-            manifest_bytes=data,
-        )
-    bundle = Bundle.load(
-        target, trusted_keys=trusted_keys, expect=(name, version), skip_kinds=skip_kinds
+    if (target / MANIFEST).is_file():
+        try:
+            bundle = Bundle.load(
+                target, trusted_keys=trusted_keys, expect=(name, version), skip_kinds=skip_kinds
+            )
+            if bundle.manifest != Manifest.from_json_bytes(data):
+                raise IntegrityError(f"cached manifest of {name}:{version} was changed")
+            return bundle
+        except BundleError as exc:  # changed or planted: never served; fetched again
+            log.warning("discarding cached copy %s: %s", target, exc)
+            shutil.rmtree(target, ignore_errors=True)
+    return fetch_version(
+        store,
+        name,
+        version,
+        target,
+        trusted_keys=trusted_keys,
+        skip_kinds=skip_kinds,
+        manifest_bytes=data,
     )
-    if bundle.manifest != Manifest.from_json_bytes(data):
-        raise IntegrityError(f"cached copy {target} of {name}:{version} was changed; refused")
-    return bundle
 
 
 def _make_parents(folder: Path) -> list[Path]:

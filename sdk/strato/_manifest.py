@@ -240,7 +240,8 @@ class Manifest:
         for artifact in self.artifacts:
             path = check_artifact_path(artifact.path)
             folded = path.casefold()
-            if folded in seen or any(p.startswith(folded + "/") for p in seen):
+            nested = any(p.startswith(folded + "/") or folded.startswith(p + "/") for p in seen)
+            if folded in seen or nested:
                 raise IntegrityError(f"{self.ref}: artifact path {path!r} is named twice")
             seen.add(folded)
 

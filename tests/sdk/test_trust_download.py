@@ -198,3 +198,26 @@ def test_identity_is_checked_on_s3_too(tmp_path, s3_client):
     with pytest.raises(StratoError):
         registry.download("tiny:7", tmp_path / "store" / "tiny" / "7")
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", ".", "a/./b", "a//b", "a/", "a\\b", "manifest.json", "x\0y", "/etc/x", "../x", "a/../b"],
+)
+def test_path_rules(path):
+    from strato._manifest import check_artifact_path
+
+    with pytest.raises(IntegrityError):
+        check_artifact_path(path)
+    assert check_artifact_path("engines/a.plan") == "engines/a.plan"
+
+
+@pytest.mark.parametrize("paths", [["model.onnx"], ["notes", "notes/inner.txt"]])
+def test_a_path_named_twice_or_nested_is_refused_before_any_write(tmp_path, paths):
+    source = _hostile_folder_registry(tmp_path, [])
+    version = Path(source.url) / "tiny" / "1"
+    bundle = build_tiny_bundle(tmp_path / "again")
+    (version / "manifest.json").write_bytes(_hostile_manifest(bundle, paths))
+    with pytest.raises(IntegrityError, match="named twice"):
+        source.download("tiny:1", tmp_path / "store" / "tiny" / "1")
+    assert _files_under(tmp_path / "store") == []

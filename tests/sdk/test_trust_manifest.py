@@ -54,10 +54,14 @@ def test_lambda_cache_hit_is_verified_on_every_load(tmp_path, s3_client, monkeyp
         monkeypatch.setenv("STRATO_TRUSTED_KEYS", str(pair.public_path))
     cache = tmp_path / "shared-tmp"
     settings = Settings.resolve(model_uri="s3://cached/r/tiny@prod", cache_dir=str(cache))
-    assert load_model(settings, s3_client=s3_client).version == "1"
+    x = np.random.default_rng(3).random((2, 1, 28, 28), dtype=np.float32)
+    genuine = load_model(settings, s3_client=s3_client).engine.infer({"input": x})["logits"]
     _plant_unsigned_model(cache, tmp_path)
-    with pytest.raises(SignatureError if keys else IntegrityError):
-        load_model(settings, s3_client=s3_client)  # the cold start after the plant
+    evil = (tmp_path / "evil.onnx").read_bytes()
+    again = load_model(settings, s3_client=s3_client)  # the cold start after the plant
+    # the planted copy was refused and replaced by the registry's, never served
+    np.testing.assert_allclose(again.engine.infer({"input": x})["logits"], genuine, rtol=1e-6)
+    assert [p.read_bytes() == evil for p in cache.rglob("model.onnx")] == [False]
 
 
 def test_two_s3_registries_never_share_a_cache_entry(tmp_path, s3_client):
