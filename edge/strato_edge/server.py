@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from strato import InvalidInput, ModelNotFound, PayloadTooLarge, Timeout, Unauthorized, serving
 
+from strato_edge.idempotency import AnswerCache, request_key
 from strato_edge.metrics import Metrics
 from strato_edge.sagemaker import (
     NotAcceptable,
@@ -94,6 +95,7 @@ class EdgeServer:
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="strato-infer")
         self.store = ModelStore(config.store, config, self.metrics, self.executor)
         self.shm = SystemSharedMemory() if config.allow_shm else None
+        self.answers = AnswerCache()
         # The token's UTF-8 bytes against the header's raw bytes (decoded latin-1, so
         # `.encode("latin-1")` gives them back): a non-ASCII token matches byte for byte.
         self._token = config.token.encode("utf-8") if config.token else None
@@ -188,7 +190,12 @@ class EdgeServer:
         return _json(rows)
 
     async def metrics_text(self, request: Request) -> Response:
-        text = self.metrics.render(self.store.queue_depth)
+        text = self.metrics.render(self.store.queue_depth) + (
+            "# HELP strato_edge_replayed_requests_total Repeated requests (same id and body) "
+            "answered from the cache, not run again.\n"
+            "# TYPE strato_edge_replayed_requests_total counter\n"
+            f"strato_edge_replayed_requests_total {self.answers.replays}\n"
+        )
         return Response(text, media_type="text/plain; version=0.0.4")
 
     # --- inference -----------------------------------------------------------------------
@@ -270,6 +277,11 @@ class EdgeServer:
             decoded = await asyncio.to_thread(decode)
         else:
             decoded = decode()
+        if not sagemaker and decoded.id is not None:
+            # A repeated id + body (an outbox resending) is answered again, not run again.
+            key = request_key(served.name, served.version, decoded.id, body, f"{header_length}")
+            answer = await self.answers.answer(key, functools.partial(self._run, decoded, served))
+            return self._respond(answer, served, sagemaker)
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
         if wants is not None and wants != "application/json":
             body = encode_array(decoded, outputs, wants)
@@ -280,6 +292,12 @@ class EdgeServer:
             decoded, outputs, model_name=served.name, model_version=served.version
         )
         return self._respond(answer, served, sagemaker)
+
+    async def _run(self, decoded: serving.DecodedRequest, served: ServedModel) -> serving.Answer:
+        outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
+        return serving.encode(
+            decoded, outputs, model_name=served.name, model_version=served.version
+        )
 
     async def _infer_shm(
         self,

@@ -35,7 +35,7 @@ from ._errors import (
     VersionMismatch,
 )
 from ._messages import Classification, InferRequest, InferResponse, Prediction
-from ._outbox import Queued
+from ._outbox import FailedRequest, FlushReport, Outbox, Queued
 from ._registry import ModelRef, Registry
 from ._tensors import TensorSpec
 from ._transports import AsyncTransport, Local, Transport
@@ -64,6 +64,8 @@ __all__ = [
     "EngineError",
     "EngineMismatch",
     "ExportError",
+    "FailedRequest",
+    "FlushReport",
     "InferRequest",
     "InferResponse",
     "InferenceError",
@@ -75,6 +77,7 @@ __all__ = [
     "ModelNotFound",
     "ModelRef",
     "ModelUnavailable",
+    "Outbox",
     "ParityError",
     "PayloadTooLarge",
     "Prediction",

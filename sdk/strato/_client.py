@@ -21,9 +21,9 @@ import numpy as np
 
 from strato._breaker import BreakerConfig
 from strato._cascade import softmax
-from strato._errors import ConfigError, InferenceError, TransportError
+from strato._errors import ConfigError, TransportError
 from strato._messages import Classification, InferRequest, Prediction
-from strato._outbox import UNNAMED, Outbox, Queued
+from strato._outbox import UNNAMED, FlushReport, Outbox, Queued
 from strato._payload import row_chunks
 from strato._route_steps import Call, Cancel, Finished, Metadata, Sleep, Start, Wait
 from strato._routing import Router, named
@@ -106,7 +106,7 @@ class Client(ClientBase):
         breaker: BreakerConfig | None = None,
         require_same_version: bool = False,
         cloud_never: bool | Collection[str] = False,
-        outbox: str | os.PathLike[str] | None = None,
+        outbox: str | os.PathLike[str] | Outbox | None = None,
     ) -> None:
         self.router = Router(
             edge,
@@ -121,7 +121,7 @@ class Client(ClientBase):
         self.edge = edge
         self.cloud = cloud
         self.timeout = timeout
-        self.outbox = Outbox(outbox) if outbox is not None else None
+        self.outbox = outbox if isinstance(outbox, Outbox) or outbox is None else Outbox(outbox)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -246,34 +246,29 @@ class Client(ClientBase):
         info = self.router.models.get(model)
         inputs = named(model, x, info) if info is not None else None
         if inputs is None:  # metadata never reached us: names resolve at flush time
-            inputs = {UNNAMED: x} if isinstance(x, np.ndarray) else dict(x)
+            inputs = dict(x) if isinstance(x, Mapping) else {UNNAMED: x}
         outbox.put(key, InferRequest(model, inputs, version, key))
         return Queued(key, model)
 
-    def flush(self, *, limit: int = 1000) -> dict[str, Prediction]:
-        """Send what the outbox holds, each request once; returns key → Prediction of those sent.
+    def flush(self, *, limit: int = 1000) -> FlushReport:
+        """Send what the outbox holds, each request once; returns key → Prediction of those
+        answered, with `.failed` (refused or dead-lettered), `.retrying` and `.waiting`.
 
-        Stops at the first request no tier answers (it stays queued, as do the rest).
+        A request the tiers fail on while they answer health is retried with backoff, then
+        dead-lettered (`outbox.failed()`); when no tier answers, everything stays queued.
         """
         outbox = self._need_outbox()
-        answered: dict[str, Prediction] = {}
-        claimed = outbox.claim(limit)
-        for index, (key, request) in enumerate(claimed):
+
+        def send(request: InferRequest) -> Prediction:
             inputs: Inputs = request.inputs.get(UNNAMED, request.inputs)
-            try:
-                prediction = self.predict(
-                    request.model, inputs, version=request.version, request_id=key
-                )
-            except TransportError:
-                for rest, _ in claimed[index:]:
-                    outbox.release(rest)
-                break
-            except InferenceError as exc:
-                outbox.failed(key, str(exc))
-                continue
-            outbox.answered(key, prediction.served_by, prediction.model_version)
-            answered[key] = prediction
-        return answered
+            return self.predict(
+                request.model, inputs, version=request.version, request_id=request.id
+            )
+
+        def alive(model: str) -> bool:
+            return any(backend.transport.ready(model) for backend in self.backends)
+
+        return outbox.flush(send, alive=alive, limit=limit)
 
     def _need_outbox(self) -> Outbox:
         if self.outbox is None:

@@ -286,3 +286,24 @@ def test_token_file_problems_are_clear_errors(tmp_path):
     for path in (tmp_path / "missing", tmp_path / "empty"):
         with pytest.raises(ConfigError):
             read_token_file(path)
+
+
+def test_a_repeated_id_and_body_is_answered_once_other_bodies_run(tiny_server, digit_batch):
+    """The outbox resends with its idempotency key as the OIP id: the daemon runs it once."""
+
+    def runs(http):
+        stats = http.get("/v2/models/tiny/stats").json()["model_stats"]
+        return sum(int(entry["inference_count"]) for entry in stats)
+
+    with tiny_server.client() as http:
+        before = runs(http)
+        first, again = (
+            _infer(http, "/v2/models/tiny/infer", {"input": digit_batch[:1]}, binary=True, id="k1")
+            for _ in range(2)
+        )
+        np.testing.assert_array_equal(first[1].outputs["logits"], again[1].outputs["logits"])
+        assert runs(http) == before + 1
+        assert "strato_edge_replayed_requests_total 1" in http.get("/metrics").text
+        # the same id with other inputs (a client reusing ids) is a new request
+        _infer(http, "/v2/models/tiny/infer", {"input": digit_batch[1:2]}, binary=True, id="k1")
+        assert runs(http) == before + 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +108,183 @@ def test_outbox_is_opt_in(tiny_registry):
     client = Client(edge=Local(tiny_registry))
     with pytest.raises(ConfigError, match="outbox"):
         client.submit("tiny", images(1)[0])
+
+
+# --- issue 10, item 9 and issue 15: poison messages, leases, exactly-once, no bad input -------
+
+
+def test_bad_input_is_never_queued_even_when_every_tier_is_down(tmp_path):
+    client = offline_client(tmp_path / "outbox.sqlite")
+    bad = {
+        "NaN": np.full((1, 4), np.nan, np.float32),
+        "infinity": np.full((1, 4), np.inf, np.float64),
+        "strings": np.array([["a", "b"]]),
+        "objects": np.array([[object()]], dtype=object),
+        "0-d": np.float32(1.0),
+        "empty": np.zeros((0, 4), np.float32),
+        "no inputs": {},
+        "unnamed input": {"": np.zeros((1, 4), np.float32)},
+    }
+    for name, x in bad.items():
+        with pytest.raises(InvalidInput):
+            client.submit("tiny", x, key=f"bad-{name}")
+    with pytest.raises(InvalidInput):
+        client.submit("tiny", np.zeros((1, 4), np.float32), key="k" * 300)
+    assert client.outbox is not None and client.outbox.counts() == {}
+    client.close()
+
+
+def _daemon(tmp_path, bundle_root):
+    from support.servers import edge_server as edge_process
+
+    proc = edge_process(bundle_root, free_port(), tmp_path / "edge.log")
+    return proc.start()
+
+
+def test_a_poison_message_is_retried_with_backoff_then_dead_lettered(tmp_path):
+    """A request the edge answers 503 (ONNX Runtime runs out of memory on it) no longer blocks
+    every later flush: the others are answered, it is retried, then dead-lettered."""
+    from strato import FailedRequest, Outbox
+    from support import build_poison_bundle
+
+    daemon = _daemon(tmp_path, build_poison_bundle(tmp_path / "poison").root)
+    try:
+        path = tmp_path / "outbox.sqlite"
+        offline = offline_client(path)
+        offline.submit("poison", np.array([[1e7, 0, 0, 0]], np.float32), key="bad")
+        for i in range(4):
+            offline.submit("poison", np.full((1, 4), i / 10, np.float32), key=f"ok-{i}")
+        offline.close()
+        outbox = Outbox(path, backoff_s=0.5, max_attempts=3)
+        online = Client(edge=Edge(daemon.url), retry=FAST, outbox=outbox)
+        first = online.flush()
+        assert sorted(first) == [f"ok-{i}" for i in range(4)]  # not blocked behind "bad"
+        assert list(first.retrying) == ["bad"] and "503" in first.retrying["bad"]
+        assert online.flush().retrying == {}  # backing off: not due yet
+        tries, report = 1, first
+        while "bad" not in report.failed and tries < 10:
+            time.sleep(0.6 * 2 ** (tries - 1))
+            report = online.flush()
+            tries += "bad" in report.retrying or "bad" in report.failed
+        assert tries == 3 and "ONNX Runtime failed" in report.failed["bad"]
+        [dead] = outbox.failed()
+        assert dead == FailedRequest("bad", "poison", "dead", dead.error, 3)
+        assert online.flush() == {} and outbox.counts() == {"done": 4, "dead": 1}
+        assert outbox.requeue("bad") and outbox.state("bad") == "pending"
+        online.close()
+    finally:
+        daemon.stop()
+
+
+def test_an_outage_charges_no_attempt(tmp_path):
+    from strato import Outbox
+
+    path = tmp_path / "outbox.sqlite"
+    client = Client(
+        edge=Edge(f"http://127.0.0.1:{free_port()}"),
+        retry=FAST,
+        outbox=Outbox(path, max_attempts=1),
+    )
+    client.submit("tiny", images(1)[0], key="waits")
+    for _ in range(3):
+        report = client.flush()
+        assert report == {} and report.failed == {} and report.waiting == 1
+    assert client.outbox is not None and client.outbox.counts() == {"pending": 1}
+    client.close()
+
+
+def test_a_slow_flush_keeps_its_lease(tmp_path, edge_standin, cloud_standin):
+    """A batch that takes longer than the lease is not re-claimed (and sent twice) by a
+    second flusher: the lease is renewed while the first one sends."""
+    from strato import Outbox
+    from support.servers import DelayProxy
+
+    path = tmp_path / "outbox.sqlite"
+    offline = offline_client(path)
+    for i, x in enumerate(images(6)):
+        offline.submit("tiny", x, key=f"slow-{i}")
+    offline.close()
+    proxy = DelayProxy(int(edge_standin.url.rsplit(":", 1)[1]))
+    slow = Client(edge=Edge(proxy.url), retry=FAST, outbox=Outbox(path, lease_s=0.4))
+    proxy.delay_s = 0.25  # six requests: 1.5 s and more, several leases long
+    results: list[dict[str, Prediction]] = []
+    worker = threading.Thread(target=lambda: results.append(slow.flush()))
+    worker.start()
+    time.sleep(1.0)  # the first lease would have run out twice by now
+    fast = online_client(Outbox(path, lease_s=0.4), edge_standin, cloud_standin)
+    second = fast.flush()
+    worker.join(30)
+    proxy.close()
+    assert second == {}
+    assert sorted(results[0]) == [f"slow-{i}" for i in range(6)]
+    assert dict(edge_standin.seen_ids) == {f"slow-{i}": 1 for i in range(6)}
+
+
+FLUSHER = """
+import sys, time
+from strato import Client, Edge, Retry
+from strato import Outbox
+url, path = sys.argv[1], sys.argv[2]
+client = Client(edge=Edge(url, timeout=10), retry=Retry(attempts=1), outbox=Outbox(path, lease_s=1.0))
+while client.outbox.pending():
+    client.flush(limit=4)
+    time.sleep(0.01)
+print("flusher done", flush=True)
+"""
+
+
+def test_two_flusher_processes_one_sigkilled_run_each_request_exactly_once(tmp_path, tiny_registry):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from strato import Outbox
+    from support.servers import DelayProxy
+
+    daemon = _daemon(tmp_path, Path(tiny_registry.url))
+    keys = [f"once-{i}" for i in range(40)]
+    path = tmp_path / "outbox.sqlite"
+    offline = offline_client(path)
+    for key, x in zip(keys, images(40), strict=True):
+        offline.submit("tiny", x, key=key)
+    offline.close()
+    script = tmp_path / "flusher.py"
+    script.write_text(FLUSHER)
+    proxy = DelayProxy(int(daemon.url.rsplit(":", 1)[1]))
+    proxy.delay_s = 0.05
+    env = {**os.environ}
+    logs = [(tmp_path / f"flusher-{n}.log").open("wb") for n in range(2)]
+    doomed = subprocess.Popen(
+        [sys.executable, str(script), proxy.url, str(path)], stdout=logs[0], stderr=logs[0], env=env
+    )
+    survivor = None
+    try:
+        outbox = Outbox(path)
+        deadline = time.monotonic() + 60
+        while outbox.counts().get("done", 0) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        survivor = subprocess.Popen(
+            [sys.executable, str(script), daemon.url, str(path)],
+            stdout=logs[1],
+            stderr=logs[1],
+            env=env,
+        )
+        time.sleep(0.3)  # both flushing now
+        doomed.send_signal(signal.SIGKILL)  # mid-flush: claimed rows, maybe a request on the wire
+        doomed.wait(10)
+        assert survivor.wait(90) == 0, (tmp_path / "flusher-1.log").read_text()
+        assert outbox.counts() == {"done": 40}
+        stats = httpx.get(f"{daemon.url}/v2/models/tiny/stats", timeout=10).json()
+        runs = sum(int(entry["inference_count"]) for entry in stats["model_stats"])
+        assert runs == 40, stats  # every request ran once, though some were sent twice
+        outbox.close()
+    finally:
+        proxy.close()
+        for process in (doomed, survivor):
+            if process is not None and process.poll() is None:
+                process.kill()
+        for log in logs:
+            log.close()
+        daemon.stop()

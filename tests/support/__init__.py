@@ -6,6 +6,7 @@ from __future__ import annotations
 from .bundles import (
     DIGIT_LABELS,
     build_oom_bundle,
+    build_poison_bundle,
     build_tiny_bundle,
     free_port,
     write_oom_onnx,
@@ -15,6 +16,7 @@ from .bundles import (
 __all__ = [
     "DIGIT_LABELS",
     "build_oom_bundle",
+    "build_poison_bundle",
     "build_tiny_bundle",
     "free_port",
     "write_oom_onnx",

@@ -111,3 +111,52 @@ def build_oom_bundle(root: Path, *, name: str = "oom", version: str = "1") -> Bu
         artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
         opset=17,
     )
+
+
+def write_poison_onnx(path: Path) -> None:
+    """y = x + sum(zeros(max(x) x 1 Mi)): inputs under 1 run at once; a row holding 1e7 makes
+    ONNX Runtime allocate 40 TB (an engine failure, 503, on an otherwise valid request)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ReduceMax", ["input"], ["top"], keepdims=0),
+        helper.make_node("Cast", ["top"], ["rows"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["rows", "one"], ["rows1"]),
+        helper.make_node("Concat", ["rows1", "width"], ["shape"], axis=0),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["zeros"],
+            value=numpy_helper.from_array(np.array([0], np.float32)),
+        ),
+        helper.make_node("ReduceSum", ["zeros"], ["total"], keepdims=0),
+        helper.make_node("Add", ["input", "total"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "poison",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])],
+        [
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(np.array([1 << 20], np.int64), "width"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def build_poison_bundle(root: Path, *, name: str = "poison", version: str = "1") -> Bundle:
+    root.mkdir(parents=True, exist_ok=True)
+    write_poison_onnx(root / "model.onnx")
+    return make_bundle(
+        root,
+        name=name,
+        version=version,
+        inputs=[TensorSpec("input", "FP32", (-1, 4))],
+        outputs=[TensorSpec("output", "FP32", (-1, 4))],
+        artifacts=[{"path": "model.onnx", "kind": "onnx", "precision": "fp32"}],
+        opset=17,
+    )
