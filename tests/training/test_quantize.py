@@ -474,3 +474,33 @@ def test_cli_on_a_trained_run_uses_the_dataset_it_records(
     assert printed["data"]["source"] == "dataset" and printed["task"] == "classification"
     assert printed["artifacts"]["model.onnx"]["accuracy"] > 0.9
     assert str(registry.resolve("digits-mlp@prod")) == "digits-mlp:2"
+
+
+def test_data_of_the_wrong_kind_for_an_input_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """An int64 input (token ids) fed float data: refused before ORT sees it."""
+    from quant_models import publish_model
+    from strato import ConfigError
+    from strato_training.quantize_data import QuantizeData
+
+    weight = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT, name="cast"),
+            helper.make_node("MatMul", ["f", "w"], ["out"], name="mm"),
+        ],
+        "ids",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 2])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "ids.onnx"))
+    registry = Registry(tmp_path / "registry")
+    publish_model(registry, tmp_path / "ids.onnx", tmp_path / "src", name="ids", task="generic")
+    data = QuantizeData.from_arrays({"ids": np.random.default_rng(0).normal(size=(30, 4))})
+    with pytest.raises(ConfigError, match=r"input 'ids' is tensor\(int64\) in the model"):
+        quantize_bundle(registry, "ids:1", data=data)
+    ints = QuantizeData.from_arrays({"ids": np.arange(120).reshape(30, 4)})
+    _, summary = quantize_bundle(registry, "ids:1", data=ints, modes=("int8-dynamic",))
+    assert summary["artifacts"]["model.int8.dynamic.onnx"]["gate_task"] == "generic"
