@@ -504,3 +504,22 @@ def test_data_of_the_wrong_kind_for_an_input_is_a_config_error_naming_it(tmp_pat
     ints = QuantizeData.from_arrays({"ids": np.arange(120).reshape(30, 4)})
     _, summary = quantize_bundle(registry, "ids:1", data=ints, modes=("int8-dynamic",))
     assert summary["artifacts"]["model.int8.dynamic.onnx"]["gate_task"] == "generic"
+
+
+def test_optimize_without_labels_quantizes_and_skips_calibration(tmp_path: Path) -> None:
+    from quant_models import publish_model
+    from strato_training.quantize_data import QuantizeData
+
+    registry = Registry(tmp_path / "registry")
+    publish_model(
+        registry, write_two_input(tmp_path / "two.onnx"), tmp_path / "src", name="two",
+        task="classification",
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    rows = {"features": rng.normal(size=(40, 6)), "context": rng.normal(size=(40, 4))}
+    _, summary = optimize_bundle(registry, "two:1", data=QuantizeData.from_arrays(rows))
+    assert "calibration" not in summary and summary["artifacts"]
+    from strato import ConfigError
+
+    with pytest.raises(ConfigError, match="--targets"):
+        optimize_bundle(registry, "two:1", data=QuantizeData.from_arrays(rows), calibrate=True)

@@ -219,6 +219,8 @@ def quantize_bundle(
             f"{bundle.ref} is a {task} model: calibration (temperature, cascade threshold) "
             "applies to classifiers only"
         )
+    if calibrate_precision is not None and found.val_targets is None:
+        raise ConfigError("calibration needs the true classes of the rows: pass --targets")
     with tempfile.TemporaryDirectory(prefix="strato-quantize-") as tmp:
         workdir = Path(tmp)
         outcome = run_quantization(
@@ -273,12 +275,13 @@ def optimize_bundle(
     alias: str | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[ModelRef, dict[str, Any]]:
-    """Quantize + gate + fastest default, then (for a classifier, or when `calibrate`) the
-    temperature and cascade threshold fitted on that default, published as ONE new version.
-    `calibrate=True` on a model that is not a classifier is a `ConfigError`."""
+    """Quantize + gate + fastest default, then (for a classifier with labelled rows, or when
+    `calibrate`) the temperature and cascade threshold fitted on that default, published as ONE
+    new version. `calibrate=True` on a model that is not a classifier is a `ConfigError`."""
     bundle = registry.open(ref)
-    if calibrate is None:
-        calibrate = bundle.manifest.task == "classification"
+    if calibrate is None:  # a classifier with labelled rows; anything else is not calibrated
+        labelled = data is None or data.val_targets is not None
+        calibrate = bundle.manifest.task == "classification" and labelled
     return quantize_bundle(
         registry,
         bundle.ref,
