@@ -1,0 +1,262 @@
+"""The commands in the docs run as written.
+
+Every ```bash block of `RUN` is executed, block after block, in one sandbox per document: a
+folder registry `.strato/registry` and an S3 registry `s3://models/strato` (a moto server)
+holding `digits-mlp:1` (alias prod) and `digits-mlp:2`, `STRATO_S3_ENDPOINT` pointing at moto.
+Long-running commands (`strato edge serve`, `strato cloud local`) start in the background and
+serve the rest of the document. Substitutions keep the sandbox on its own: the system paths
+`/var/lib/strato` and `/etc/strato` move under the sandbox, and the ports 8000, 8001 and 3001
+become free ones (a server started without `--port` gets the free one for its default).
+
+A block (or one line) whose comment reads `not run by the docs test: <reason>` is not run: it
+needs what this machine has not (AWS, root and systemd as PID 1, a Jetson, Docker); the reason
+is required, and the test lists what it left out. Every `strato` command in every document —
+run or not — must parse (command, options, argument types).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import typer.main
+from strato import Registry
+from strato._cli import app
+from support import build_tiny_bundle, free_port
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+RUN = [REPO / "docs" / "edge.md", REPO / "docs" / "cloud.md"]
+MARK = "not run by the docs test:"
+BIN = Path(sys.executable).parent
+BACKGROUND = ("strato edge serve", "strato cloud local")
+
+
+@dataclass
+class Command:
+    text: str  # one logical line (continuations joined), comments kept
+    line: int
+    skipped: str | None = None  # the reason, when marked
+
+
+@dataclass
+class Block:
+    doc: Path
+    line: int
+    commands: list[Command] = field(default_factory=list)
+    skipped: str | None = None
+
+
+def _reason(comment: str) -> str | None:
+    if MARK not in comment:
+        return None
+    reason = comment.split(MARK, 1)[1].strip()
+    assert reason, f"a '{MARK}' marker without a reason: {comment!r}"
+    return reason
+
+
+def blocks(doc: Path) -> list[Block]:
+    """The ```bash blocks of `doc`; `$ ` prefixed lines are the commands of transcript blocks."""
+    found = []
+    for match in re.finditer(r"^```(bash|sh)\n(.*?)^```", doc.read_text(), re.S | re.M):
+        start = doc.read_text().count("\n", 0, match.start()) + 2
+        block = Block(doc, start)
+        lines = match.group(2).splitlines()
+        transcript = any(line.startswith("$ ") for line in lines)
+        pending, first = "", 0
+        for offset, raw in enumerate(lines):
+            if transcript:
+                if not raw.startswith("$ "):
+                    continue
+                raw = raw[2:]
+            stripped = raw.strip()
+            if not pending and stripped.startswith("#"):
+                if not block.commands and (reason := _reason(stripped)):
+                    block.skipped = reason
+                continue
+            if not stripped:
+                continue
+            if not pending:
+                first = start + offset
+            pending += (" " if pending else "") + stripped.removesuffix("\\").strip()
+            if stripped.endswith("\\"):
+                continue
+            block.commands.append(Command(pending, first, _reason(pending)))
+            pending = ""
+        found.append(block)
+    return found
+
+
+def _strato_commands() -> list[tuple[str, str]]:
+    commands = []
+    for doc in DOCS:
+        for block in blocks(doc):
+            for command in block.commands:
+                words = shlex.split(command.text, comments=True)
+                if words[:1] == ["strato"]:
+                    commands.append((f"{doc.name}:{command.line}", shlex.join(words)))
+    return commands
+
+
+@pytest.mark.parametrize(("where", "example"), _strato_commands())
+def test_every_documented_strato_command_parses(where, example, tmp_path, monkeypatch):
+    command = typer.main.get_command(app)
+    tokens = shlex.split(example)[1:]
+    monkeypatch.chdir(tmp_path)  # input files must exist to parse: the run test makes real ones
+    for flag, value in itertools.pairwise(tokens):
+        if flag in ("--input", "-i"):
+            (tmp_path / value).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / value).touch()
+    context = None
+    while hasattr(command, "list_commands") and tokens and not tokens[0].startswith("-"):
+        context = command.make_context(command.name, [], resilient_parsing=True, parent=context)
+        sub = command.get_command(context, tokens[0])
+        assert sub is not None, f"{where}: {example}: no command {tokens[0]!r}"
+        command, tokens = sub, tokens[1:]
+    command.make_context(command.name, list(tokens), resilient_parsing=False)
+
+
+# --- running ---------------------------------------------------------------------------------
+@pytest.fixture
+def sandbox(tmp_path: Path, s3_client) -> Iterator[dict[str, str]]:
+    """The folder the commands run in and their environment."""
+    registry = Registry(tmp_path / ".strato" / "registry")
+    s3 = Registry("s3://models/strato", s3_client=s3_client)
+    s3_client.create_bucket(Bucket="models")
+    for version, seed in (("1", 0), ("2", 1)):
+        bundle = build_tiny_bundle(
+            tmp_path / "src" / version, name="digits-mlp", version=version, seed=seed
+        )
+        registry.publish(bundle, alias="prod" if version == "1" else None)
+        s3.publish(bundle, alias="prod" if version == "1" else None)
+    endpoint = s3_client.meta.endpoint_url
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "STRATO_S3_ENDPOINT": endpoint,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "STRATO_EDGE_TOKEN": "",
+        "SANDBOX": str(tmp_path),
+    }
+    env.pop("STRATO_REGISTRY", None)
+    yield env
+
+
+def _substitute(text: str, root: Path, ports: dict[str, str]) -> str:
+    text = text.replace("/var/lib/strato", f"{root}/var/lib/strato")
+    text = text.replace("/etc/strato", f"{root}/etc/strato")
+    for port, free in ports.items():
+        text = re.sub(rf"(?<=[:\s]){port}\b", free, text)
+    return text
+
+
+def _wait_ready(process: subprocess.Popen[str], url: str, what: str) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{what} exited: {process.communicate()[0]}"
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{what} never became ready at {url}")
+
+
+def _port_of(command: str) -> str:
+    found = re.search(r"--port\s+(\d+)", command)
+    assert found, command
+    return found.group(1)
+
+
+@pytest.mark.parametrize("doc", RUN, ids=[d.name for d in RUN])
+def test_the_commands_of_a_doc_run_as_written(doc, sandbox):
+    root = Path(sandbox["SANDBOX"])
+    ports = {port: str(free_port()) for port in ("8000", "8001", "3001")}
+    background: list[subprocess.Popen[str]] = []
+    left_out, ran = [], 0
+    try:
+        for block in blocks(doc):
+            if block.skipped:
+                left_out.append(f"{doc.name}:{block.line}: {block.skipped}")
+                continue
+            for command in block.commands:
+                if command.skipped:
+                    left_out.append(f"{doc.name}:{command.line}: {command.skipped}")
+                    continue
+                text = _substitute(command.text, root, ports)
+                where = f"{doc.name}:{command.line}: {command.text}"
+                if text.startswith(BACKGROUND):  # its output goes to a file: a pipe would fill
+                    text = shlex.join(shlex.split(text, comments=True))
+                    if "--port" not in text:  # the default port becomes a free one too
+                        default = "3001" if "cloud local" in text else "8000"
+                        text = f"{text} --port {ports[default]}"
+                    log = (root / f"background-{len(background)}.log").open("w")
+                    process = subprocess.Popen(
+                        ["bash", "-c", f"exec {text}"],
+                        cwd=root, env=sandbox, text=True, stdout=log, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                    background.append(process)
+                    _wait_ready(process, f"http://127.0.0.1:{_port_of(text)}", where)
+                else:
+                    done = subprocess.run(
+                        ["bash", "-o", "pipefail", "-c", text],
+                        cwd=root, env=sandbox, capture_output=True, text=True, timeout=300,
+                    )  # fmt: skip
+                    assert done.returncode == 0, f"{where}\n{done.stdout}\n{done.stderr}"
+                    assert "Traceback" not in done.stderr, where
+                ran += 1
+    finally:
+        for process in background:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        for index, process in enumerate(background):
+            log = (root / f"background-{index}.log").read_text()
+            assert process.returncode in (0, -signal.SIGTERM), log
+            assert "Traceback" not in log, log
+    assert ran > 0
+    print(f"{doc.name}: {ran} commands ran; not run here:\n  " + "\n  ".join(left_out))
+
+
+def test_the_documented_lambda_build_line_resolves_a_relative_python():
+    """docs/cloud.md: `make -C lambda artifact ... PYTHON=.venv/bin/python`, run from the repo
+    root, must use the repository's .venv (make -C moves into lambda/)."""
+    done = subprocess.run(
+        ["make", "-n", "-C", "lambda", "artifact", "ARCH=x86_64", "PYTHON_VERSION=3.11",
+         "PYTHON=.venv/bin/python", f"ARTIFACTS_DIR={REPO}/build/never-written"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pip_lines = [line for line in done.stdout.splitlines() if " -m pip " in line]
+    assert pip_lines and all(line.startswith(f"{REPO}/.venv/bin/python ") for line in pip_lines)
+    assert (
+        "make -C lambda artifact ARCH=x86_64 PYTHON_VERSION=3.11 PYTHON=.venv/bin/python"
+        in (REPO / "docs" / "cloud.md").read_text()
+    )
+
+
+@pytest.mark.parametrize("name", ["edge_server", "sdk_overhead", "cold_start", "soak"])
+def test_every_benchmark_the_readme_names_takes_quick(name):
+    readme = (REPO / "README.md").read_text()
+    assert f"benchmarks/{name}.py" in readme and "(each takes `--quick`)" in readme
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--help"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--quick" in done.stdout
