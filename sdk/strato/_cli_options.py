@@ -37,8 +37,9 @@ S3EndpointOpt = Annotated[
     str | None,
     typer.Option(
         "--s3-endpoint",
-        help="S3 endpoint URL for s3:// registries (MinIO, moto, a VPC endpoint).",
-        envvar="STRATO_S3_ENDPOINT",
+        # no envvar here: strato._settings reads STRATO_S3_ENDPOINT, in one place
+        help="S3 endpoint URL for s3:// registries (MinIO, moto, a VPC endpoint); "
+        "default: STRATO_S3_ENDPOINT.",
         show_default=False,
     ),
 ]
