@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BundleError, IntegrityError
+from ._files import file_chunks, sha256_file
 from ._manifest import (
     BUNDLE_FORMAT,
     MANIFEST,
@@ -23,7 +24,6 @@ from ._manifest import (
     write_manifest,
 )
 from ._settings import trusted_keys_spec
-from ._storage import file_chunks, sha256_file
 
 if TYPE_CHECKING:
     import os

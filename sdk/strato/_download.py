@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from ._bundle import MANIFEST, Bundle, Manifest
 from ._errors import BundleError, IntegrityError
+from ._files import dir_mode, file_mode
 from ._manifest import write_manifest_bytes
-from ._storage import dir_mode, file_mode
 
 if TYPE_CHECKING:
     from collections.abc import Collection

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BundleError, IntegrityError, SignatureError
+from ._files import file_mode, sha256_file
 from ._names import check_name
-from ._storage import file_mode, sha256_file
 from ._tensors import TensorSpec
 
 if TYPE_CHECKING:

@@ -244,22 +244,25 @@ class Registry:
         next free number; the returned ref says which version was published."""
         bundle.verify()
         manifest = bundle.manifest
-        files = [a.path for a in manifest.artifacts]
-        for _ in range(_PUBLISH_ATTEMPTS):
-            try:
-                self.store.publish_version(
-                    bundle.root,
-                    f"{manifest.name}/{manifest.version}",
-                    files,
-                    manifest.to_json_bytes(),
+        staged = self.store.stage(
+            bundle.root, check_name(manifest.name), [a.path for a in manifest.artifacts]
+        )
+        try:
+            for _ in range(_PUBLISH_ATTEMPTS):
+                try:
+                    prefix = f"{manifest.name}/{manifest.version}"
+                    self.store.commit(staged, prefix, manifest.to_json_bytes())
+                    break
+                except VersionExists:
+                    if not renumber or manifest.signature is not None:
+                        raise
+                    manifest = replace(manifest, version=self.next_version(manifest.name))
+            else:
+                raise VersionExists(
+                    f"{manifest.name}: no free version in {_PUBLISH_ATTEMPTS} tries"
                 )
-                break
-            except VersionExists:
-                if not renumber or manifest.signature is not None:
-                    raise
-                manifest = replace(manifest, version=self.next_version(manifest.name))
-        else:
-            raise VersionExists(f"{manifest.name}: no free version after {_PUBLISH_ATTEMPTS} tries")
+        finally:
+            self.store.discard(staged)
         ref = ModelRef(manifest.name, manifest.version)
         if alias:
             self.promote(manifest.name, manifest.version, alias)

@@ -2,17 +2,19 @@
 
 Both stores write atomically as readers see it and never lose a concurrent writer's update:
 
-- a local version appears by one `rename` of a complete folder (a taken version refuses the
-  rename); metadata (aliases) is read-modified-written under an `fcntl` lock file;
-- an S3 version is first *claimed* with a conditional `PutObject(IfNoneMatch="*")`, so exactly one
-  publisher owns the prefix, and appears when its manifest (put last, also `IfNoneMatch`) does;
-  metadata is replaced with `IfMatch=<etag>` and retried when someone else changed it first.
+- a version's artifacts are first *staged* under a unique key (a hidden folder / S3 prefix that
+  is never a version), then *committed*: locally by one `rename` of the complete folder (a taken
+  version refuses it); on S3 by claiming the version with a conditional
+  `PutObject(IfNoneMatch="*")` (exactly one publisher owns it), a server-side copy of the staged
+  artifacts, and the manifest put last, also `IfNoneMatch`: the version exists once it does;
+- metadata (aliases) is read-modified-written under an `fcntl` lock file locally, and replaced
+  with `IfMatch=<etag>` on S3, retried when someone else changed it first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import hashlib
 import os
 import random
 import shutil
@@ -20,79 +22,27 @@ import stat
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._errors import ConfigError, IntegrityError, ModelNotFound, Unavailable, VersionExists
+from ._errors import (
+    ConfigError,
+    IntegrityError,
+    ModelNotFound,
+    StratoError,
+    Unavailable,
+    VersionExists,
+)
+from ._files import CHUNK, dir_mode, file_mode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-__all__ = [
-    "CHUNK",
-    "LocalStore",
-    "S3Store",
-    "Store",
-    "dir_mode",
-    "file_chunks",
-    "file_mode",
-    "open_plain",
-    "open_store",
-    "sha256_file",
-]
+__all__ = ["LocalStore", "S3Store", "Staged", "Store", "open_store"]
 
-CHUNK = 1 << 20
 CLAIM = ".claim"
 _UPDATE_ATTEMPTS = 64
-
-
-def _umask() -> int:
-    try:  # Linux: read it without changing it (os.umask would race other threads)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode a new file gets under this process's umask (0644 under the usual 022)."""
-    return 0o666 & ~_umask()
-
-
-def dir_mode() -> int:
-    """The mode a new folder gets under this process's umask (0755 under the usual 022)."""
-    return 0o777 & ~_umask()
-
-
-def open_plain(path: Path) -> int:
-    """A read fd on a regular file, never through a symlink (`IntegrityError` otherwise)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise IntegrityError(f"cannot open {path.name}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IntegrityError(f"{path.name} is not a regular file")
-    return fd
-
-
-def file_chunks(path: Path) -> Iterator[bytes]:
-    """A plain file's bytes in chunks (see `open_plain`)."""
-    with os.fdopen(open_plain(path), "rb") as stream:
-        while chunk := stream.read(CHUNK):
-            yield chunk
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The hex sha256 of a file (never followed through a symlink)."""
-    digest = hashlib.sha256()
-    for chunk in file_chunks(Path(path)):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Store(Protocol):
@@ -107,9 +57,17 @@ class Store(Protocol):
     def keys(self, prefix: str) -> list[str]: ...
     def update(self, key: str, change: Callable[[bytes | None], bytes]) -> None: ...
     def replace_bytes(self, key: str, data: bytes) -> None: ...
-    def publish_version(
-        self, source: Path, prefix: str, files: Sequence[str], manifest: bytes
-    ) -> None: ...
+    def stage(self, source: Path, parent: str, files: Sequence[str]) -> Staged: ...
+    def commit(self, staged: Staged, prefix: str, manifest: bytes) -> None: ...
+    def discard(self, staged: Staged) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A version's artifacts uploaded under a unique staging key, not yet a version."""
+
+    key: str
+    files: tuple[str, ...]
 
 
 class LocalStore:
@@ -199,15 +157,12 @@ class LocalStore:
         base = self._path(prefix)
         return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
 
-    def publish_version(
-        self, source: Path, prefix: str, files: Sequence[str], manifest: bytes
-    ) -> None:
-        """Copy `files` of `source` plus `manifest` to `prefix` as one rename (`VersionExists`)."""
-        final = self._path(prefix)
-        if final.exists():
-            raise VersionExists(f"{prefix} already exists in {self.url}; versions are immutable")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+    def stage(self, source: Path, parent: str, files: Sequence[str]) -> Staged:
+        """Copy `files` of `source` into a fresh hidden folder under `parent`."""
+        base = self._path(parent)
+        base.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+        staged = Staged(str(staging.relative_to(self.root)), tuple(files))
         try:
             os.chmod(staging, dir_mode())
             for relpath in files:
@@ -215,19 +170,30 @@ class LocalStore:
                 dest.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode())
                 shutil.copyfile(source / relpath, dest, follow_symlinks=False)
                 os.chmod(dest, file_mode())
-            (staging / "manifest.json").write_bytes(manifest)
-            os.chmod(staging / "manifest.json", file_mode())
-            try:
-                os.rename(staging, final)
-            except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise VersionExists(
-                        f"{prefix} was published by someone else first in {self.url}"
-                    ) from None
-                raise
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.discard(staged)
             raise
+        return staged
+
+    def commit(self, staged: Staged, prefix: str, manifest: bytes) -> None:
+        """Add the manifest and rename the staged folder to `prefix` (`VersionExists` if taken)."""
+        staging, final = self._path(staged.key), self._path(prefix)
+        if final.exists():
+            raise VersionExists(f"{prefix} already exists in {self.url}; versions are immutable")
+        (staging / "manifest.json").write_bytes(manifest)
+        os.chmod(staging / "manifest.json", file_mode())
+        try:
+            os.rename(staging, final)  # a taken version refuses it: not empty
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise VersionExists(
+                    f"{prefix} was published by someone else first in {self.url}"
+                ) from None
+            raise
+
+    def discard(self, staged: Staged) -> None:
+        """Remove what `stage` left (nothing after a commit)."""
+        shutil.rmtree(self._path(staged.key), ignore_errors=True)
 
 
 class _Conflict(Exception):
@@ -367,24 +333,47 @@ class S3Store:
             found += [obj["Key"][len(page["_prefix"]) :] for obj in page.get("Contents", [])]
         return sorted(found)
 
-    def publish_version(
-        self, source: Path, prefix: str, files: Sequence[str], manifest: bytes
-    ) -> None:
-        """Claim `prefix` (conditional put), upload `files`, then commit the manifest."""
+    def stage(self, source: Path, parent: str, files: Sequence[str]) -> Staged:
+        """Upload `files` under the unique key `<parent>/.staging/<uuid>/`."""
+        staged = Staged(f"{parent}/.staging/{uuid.uuid4().hex}", tuple(files))
         try:
-            self._put(f"{prefix}/{CLAIM}", uuid.uuid4().hex.encode(), IfNoneMatch="*")
+            for relpath in files:
+                self._upload(source / relpath, self._key(f"{staged.key}/{relpath}"))
+        except BaseException:
+            self.discard(staged)
+            raise
+        return staged
+
+    def commit(self, staged: Staged, prefix: str, manifest: bytes) -> None:
+        """Claim `prefix` (`IfNoneMatch="*"`: one owner), copy the staged artifacts in on the
+        server, then commit the manifest (also `IfNoneMatch`): the version exists from then on."""
+        try:
+            self._put(f"{prefix}/{CLAIM}", staged.key.encode(), IfNoneMatch="*")
         except _Conflict:
             raise VersionExists(
                 f"{prefix} is taken in {self.url}; versions are immutable"
             ) from None
         if self.exists(f"{prefix}/manifest.json"):  # published before claims existed
             raise VersionExists(f"{prefix} already exists in {self.url}; versions are immutable")
-        for relpath in files:
-            self._upload(source / relpath, self._key(f"{prefix}/{relpath}"))
+        for relpath in staged.files:
+            self._copy(self._key(f"{staged.key}/{relpath}"), self._key(f"{prefix}/{relpath}"))
         try:
             self._put(f"{prefix}/manifest.json", manifest, IfNoneMatch="*")
         except _Conflict:
             raise VersionExists(f"{prefix} was committed by someone else in {self.url}") from None
+
+    def discard(self, staged: Staged) -> None:
+        """Delete the staged objects (best effort: a leftover is never a version)."""
+        for relpath in staged.files:
+            with contextlib.suppress(StratoError):
+                self._delete(self._key(f"{staged.key}/{relpath}"))
+
+    def _copy(self, source: str, target: str) -> None:
+        where = {"Bucket": self.bucket, "Key": source}
+        self._call(target, lambda: self.client.copy(where, self.bucket, target))
+
+    def _delete(self, key: str) -> None:
+        self._call(key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
     def _upload(self, path: Path, key: str) -> None:
         self._call(key, lambda: self.client.upload_file(str(path), self.bucket, key))

@@ -115,7 +115,8 @@ def test_eight_processes_publish_to_a_folder_registry(tmp_path):
     _check_one_winner(other, _race(other.url, tmp_path, renumber=False, env={}))
     registry = Registry(tmp_path / "reg")
     _check_renumbered(registry, _race(registry.url, tmp_path, renumber=True, env={}))
-    assert not [p for p in (tmp_path / "reg" / "race").iterdir() if ".staging-" in p.name]
+    for root in (tmp_path / "reg" / "race", tmp_path / "reg2" / "race"):
+        assert not [p for p in root.iterdir() if p.name.startswith(".staging-")]
 
 
 def test_eight_processes_publish_to_s3(tmp_path, s3_client):
@@ -130,6 +131,8 @@ def test_eight_processes_publish_to_s3(tmp_path, s3_client):
     _check_one_winner(other, _race(other.url, tmp_path, renumber=False, env=env))
     registry = Registry("s3://race/a", s3_client=s3_client, cache_dir=tmp_path / "cache")
     _check_renumbered(registry, _race(registry.url, tmp_path, renumber=True, env=env))
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket="race").get("Contents", [])]
+    assert not [k for k in keys if "/.staging/" in k]  # staged artifacts cleaned up
 
 
 def test_a_signed_bundle_is_never_renumbered(tmp_path):
