@@ -164,6 +164,55 @@ def models_rollback(
     typer.echo(f"{name}@{alias} → {version}")
 
 
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Also remove a version an alias names (the alias goes).")
+]
+
+
+@models_app.command("rm")
+def models_rm(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION to delete.")],
+    registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete one version (refused for an aliased version unless --force).
+
+    Example: strato models rm digits-mlp:1
+    """
+    reg = _registry(registry, s3_endpoint)
+    resolved = reg.resolve(ref)
+    version = str(resolved.version)
+    dropped = reg.remove(resolved.name, version, force=force)
+    if as_json:
+        print_json({"model": resolved.name, "removed": [version], "aliases_dropped": dropped})
+        return
+    typer.echo(f"removed {resolved.name}:{version}")
+    for alias in dropped:
+        typer.echo(f"  alias @{alias} dropped with it")
+
+
+@models_app.command("prune")
+def models_prune(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    keep: Annotated[int, typer.Option(help="Newest versions to keep.")] = 3,
+    registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete all but the newest --keep versions; aliased ones stay unless --force.
+
+    Example: strato models prune digits-mlp --keep 2
+    """
+    removed = _registry(registry, s3_endpoint).prune(name, keep=keep, force=force)
+    if as_json:
+        print_json({"model": name, "removed": removed})
+        return
+    typer.echo(f"{name}: removed {', '.join(removed)}" if removed else f"{name}: nothing to prune")
+
+
 def load_array(path: Path) -> Any:
     """Inputs from .npy (one array), .json (a nested list) or .npz (every array, by name)."""
     import numpy as np

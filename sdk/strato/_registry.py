@@ -314,6 +314,43 @@ class Registry:
         self._update_aliases(name, back)
         return chosen[0]
 
+    def remove(self, name: str, version: str, *, force: bool = False) -> list[str]:
+        """Delete `name:version`; returns the aliases that named it (dropped with it). An
+        aliased version is refused (`ConfigError`) unless `force`. The number is never reused."""
+        if version not in self.versions(name):
+            raise ModelNotFound(f"{name} has no version {version!r} (has {self.versions(name)})")
+        named = sorted(a for a, v in self.aliases(name).items() if v == version)
+        if named and not force:
+            raise ConfigError(
+                f"{name}:{version} is what {', '.join(f'@{a}' for a in named)} names; move the "
+                "alias first, or force the removal (the alias goes with it)"
+            )
+        if named:
+
+            def drop(doc: dict[str, Any]) -> None:
+                for alias in named:
+                    doc["aliases"].pop(alias, None)
+
+            self._update_aliases(name, drop)
+        self.store.remove_version(f"{name}/{version}")
+        return named
+
+    def prune(self, name: str, *, keep: int, force: bool = False) -> list[str]:
+        """Remove all but the newest `keep` versions of `name`; aliased versions stay unless
+        `force`. Returns the versions removed."""
+        if keep < 0:
+            raise ConfigError(f"keep must be >= 0, got {keep}")
+        aliased = set(self.aliases(name).values())
+        versions = self.versions(name)
+        old = versions[: max(len(versions) - keep, 0)]
+        removed = []
+        for version in old:
+            if version in aliased and not force:
+                continue
+            self.remove(name, version, force=force)
+            removed.append(version)
+        return removed
+
     def sign(
         self, ref: str | ModelRef, private_key: Ed25519PrivateKey | str | os.PathLike[str]
     ) -> Manifest:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["LocalStore", "S3Store", "Staged", "Store", "open_store"]
 
 CLAIM = ".claim"
+REMOVED = ".removed"  # what a removed local version leaves behind: its number stays taken
 _UPDATE_ATTEMPTS = 64
 
 
@@ -60,6 +61,7 @@ class Store(Protocol):
     def stage(self, source: Path, parent: str, files: Sequence[str]) -> Staged: ...
     def commit(self, staged: Staged, prefix: str, manifest: bytes) -> None: ...
     def discard(self, staged: Staged) -> None: ...
+    def remove_version(self, prefix: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,18 @@ class LocalStore:
     def keys(self, prefix: str) -> list[str]:
         base = self._path(prefix)
         return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+
+    def remove_version(self, prefix: str) -> None:
+        """Delete a version: its manifest first (readers stop seeing it at once), then its
+        files; the empty folder stays as a tombstone so the number is never published again."""
+        folder = self._path(prefix)
+        (folder / "manifest.json").unlink(missing_ok=True)
+        for entry in sorted(folder.iterdir(), reverse=True):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        (folder / REMOVED).touch()
 
     def stage(self, source: Path, parent: str, files: Sequence[str]) -> Staged:
         """Copy `files` of `source` into a fresh hidden folder under `parent`."""
@@ -332,6 +346,14 @@ class S3Store:
         for page in self._pages(prefix, None):
             found += [obj["Key"][len(page["_prefix"]) :] for obj in page.get("Contents", [])]
         return sorted(found)
+
+    def remove_version(self, prefix: str) -> None:
+        """Delete a version: its manifest first, then its objects; the claim stays, so the
+        number is never published again."""
+        keys = [f"{prefix}/manifest.json"]
+        keys += [f"{prefix}/{p}" for p in self.keys(prefix) if p not in (CLAIM, "manifest.json")]
+        for key in keys:
+            self._delete(self._key(key))
 
     def stage(self, source: Path, parent: str, files: Sequence[str]) -> Staged:
         """Upload `files` under the unique key `<parent>/.staging/<uuid>/`."""
