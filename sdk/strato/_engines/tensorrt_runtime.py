@@ -198,7 +198,8 @@ class TensorRTEngine(Engine):
         self._cuda = _cudart()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(bundle.path_of(artifact).read_bytes())
+        # the very bytes that were hashed: a plan swapped after verification is never loaded
+        self._engine = self._runtime.deserialize_cuda_engine(bundle.read_verified(artifact))
         if self._engine is None:
             raise EngineMismatch(f"{bundle.ref}: TensorRT could not deserialize {artifact.path}")
         self._context = self._engine.create_execution_context()
