@@ -207,6 +207,8 @@ class Manifest:
     def __post_init__(self) -> None:
         check_name(self.name, "name", error=BundleError)
         check_name(self.version, "version", error=BundleError)
+        # labels are text in the file; keep them text here so a signed manifest round-trips
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
 
     @property
     def ref(self) -> str:

@@ -32,13 +32,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ._errors import ConfigError, SignatureError
-from ._manifest import INFO_FIELDS
+from ._manifest import INFO_FIELDS, Manifest
 from ._settings import TRUSTED_KEYS_ENV, trusted_keys_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-    from ._manifest import Manifest
 
 __all__ = [
     "ALGORITHM",
@@ -220,7 +218,9 @@ def sign_manifest(
         "key_id": key_id(key.public_key()),
         "value": base64.b64encode(value).decode("ascii"),
     }
-    return replace(manifest, signature=signature)
+    signed = replace(manifest, signature=signature)
+    Manifest.from_json_bytes(signed.to_json_bytes())  # what we sign must read back as signed
+    return signed
 
 
 def verify_manifest(

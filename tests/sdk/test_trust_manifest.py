@@ -202,3 +202,31 @@ def test_registry_and_store_files_respect_the_umask(tmp_path):
         assert _mode(root / "tiny" / "1" / "manifest.json") == 0o664, root
         assert _mode(root / "tiny" / "1" / "model.onnx") == 0o664, root
         assert _mode(root / "tiny" / "aliases.json") == 0o664, root
+
+
+def test_what_is_signed_reads_back_and_verifies(tmp_path):
+    """Floats, integer labels, non-ASCII text and the pipeline's descriptive fields all survive
+    write → read → canonical bytes, so a fresh signature always verifies."""
+    from strato import TensorSpec
+    from strato._bundle import make_bundle
+
+    pair = generate_keypair(tmp_path / "keys")
+    root = tmp_path / "b"
+    root.mkdir()
+    (root / "notes.txt").write_text("ok")
+    bundle = make_bundle(
+        root,
+        name="odd",
+        version="1",
+        inputs=[TensorSpec("x", "FP32", (-1, 3))],
+        outputs=[TensorSpec("y", "FP32", (-1, 2))],
+        artifacts=[{"path": "notes.txt"}],
+        labels=(0, 1),
+        metrics={"accuracy": 1.0, "f1": 0.96875, "tiny": 1e-7, "big": 1e21},
+        calibration={"temperature": 1.5},
+        extra={"training": {"model": "mlp", "note": "é\u2028"}},
+    )
+    bundle.sign(pair.private_path)
+    loaded = Bundle.load(root, trusted_keys=pair.public_path)
+    assert loaded.manifest.labels == ("0", "1")
+    assert loaded.check_signature(pair.public_path) is not None
