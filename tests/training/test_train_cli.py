@@ -149,3 +149,19 @@ def test_torchrun_launch_matches_the_documented_line(tmp_path: Path) -> None:
     info = json.loads(done.stdout)  # only rank 0 prints
     assert info["world_size"] == 2
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_quickstart_with_a_relative_registry_still_quantizes(tmp_path: Path) -> None:
+    """`make demo` passes the default, relative `.strato/registry`."""
+    done = subprocess.run(
+        [STRATO, "quickstart", "-r", "reg", "--workdir", "work", "--no-serve", "-q", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["optimize"]["default"].startswith("model.int8")
+    assert (tmp_path / "reg" / "digits-mlp" / "2" / "manifest.json").is_file()

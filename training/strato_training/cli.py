@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato.cli import JsonOpt, print_json, registry_option
+from strato.cli import JsonOpt, default_registry, print_json, registry_option
 
 __all__ = ["register"]
 
@@ -250,7 +250,10 @@ def quickstart_command(
         if not quiet:
             console.print(f"[green]✓[/green] {step:9} {description} [dim]{seconds:.2f} s")
 
-    summary = run_quickstart(config, Registry(registry), on_step=on_step).to_dict()
+    root = default_registry(registry)
+    if "://" not in root:  # the optimize step runs ONNX Runtime tools from a scratch folder
+        root = str(Path(root).resolve())
+    summary = run_quickstart(config, Registry(root), on_step=on_step).to_dict()
     if as_json:
         print_json(summary)
         return
