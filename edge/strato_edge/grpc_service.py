@@ -104,12 +104,8 @@ def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def _shape(dims: Any, name: str) -> tuple[int, ...]:
-    shape = tuple(int(d) for d in dims)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    if int(np.prod(shape, dtype=np.int64)) > MAX_ELEMENTS:
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} exceeds {MAX_ELEMENTS} elements")
-    return shape
+    # The HTTP decoder's rules: [0, 2**62, 2**62] overflowed an int64 product to 0 here.
+    return serving.check_shape([int(d) for d in dims], name)
 
 
 def decode_inputs(request: Any) -> dict[str, np.ndarray[Any, Any]]:

@@ -34,6 +34,7 @@ __all__ = [
     "SAGEMAKER_BINARY",
     "DecodedRequest",
     "DecodedResponse",
+    "check_shape",
     "decode_request",
     "decode_response",
     "dumps",
@@ -134,6 +135,12 @@ def _split(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
     return loads(view[:header_length].tobytes()), view[header_length:]
 
 
+def check_shape(raw: Any, name: str) -> tuple[int, ...]:
+    """A tensor's shape from the wire, or `InvalidInput`: integers, none negative, at most
+    `MAX_RANK` axes and `MAX_ELEMENTS` elements (axes after an empty one counted too)."""
+    return _shape(list(raw) if isinstance(raw, tuple) else raw, name)
+
+
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in raw
@@ -143,8 +150,8 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
         raise InvalidInput(f"tensor {name!r}: {len(raw)} dimensions, more than {MAX_RANK}")
     if any(d < 0 for d in raw):
         raise InvalidInput(f"tensor {name!r}: shape {raw} has a negative dimension")
-    # Each axis on its own too: [0, 2**63] holds no element but overflows numpy's shape.
-    if any(d > MAX_ELEMENTS for d in raw) or math.prod(raw) > MAX_ELEMENTS:
+    # The axes past an empty one count too: [0, 2**63] holds no element but overflows numpy.
+    if math.prod(d for d in raw if d) > MAX_ELEMENTS:
         raise InvalidInput(f"tensor {name!r}: shape {raw} exceeds {MAX_ELEMENTS} elements")
     return tuple(raw)
 

@@ -172,3 +172,17 @@ def test_malformed_shapes_get_400_without_internals(tiny_server, case, tmp_path)
             assert "Traceback" not in error and "internal" not in error
             assert str(tmp_path) not in response.text
         assert http.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62, 2**62], [0, 2**40, 2**40, 2**40], [1] * 40])
+def test_grpc_inputs_follow_the_same_shape_rules(shape):
+    from strato import InvalidInput
+    from strato_edge.grpc_service import decode_inputs
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name="tiny")
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=shape)
+    assert tensor.name == "input"
+    request.raw_input_contents.append(b"")
+    with pytest.raises(InvalidInput):
+        decode_inputs(request)

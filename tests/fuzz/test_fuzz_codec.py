@@ -172,3 +172,27 @@ def test_response_parameters_must_be_an_object() -> None:
     """Found by the fuzzer: `"parameters": true` in a response raised TypeError in the SDK."""
     with pytest.raises(InvalidInput, match="parameters"):
         decode_response(b'{"parameters": true, "outputs": []}')
+
+
+@FUZZ
+@given(
+    st.lists(st.integers(min_value=0, max_value=2**70), min_size=1, max_size=6).map(
+        lambda dims: [0, *dims]
+    ),
+    st.booleans(),
+)
+def test_empty_shapes_with_huge_axes_are_refused_not_crashed(
+    shape: list[int], binary: bool
+) -> None:
+    """No element, but axes numpy cannot hold (`[0, 2**63]` was a ValueError, so a 500)."""
+    import json
+
+    entry: dict[str, Any] = {"name": "x", "datatype": "FP32", "shape": shape}
+    if binary:
+        entry["parameters"] = {"binary_data_size": 0}
+    else:
+        entry["data"] = []
+    body = json.dumps({"inputs": [entry]}).encode()
+    decoded = _decode_or_refuse(body, len(body) if binary else None)
+    if decoded is not None:
+        assert decoded.inputs["x"].size == 0

@@ -61,6 +61,9 @@ shapes = st.one_of(
     st.lists(st.integers(min_value=-3, max_value=2**40), max_size=5),  # huge and negative
     st.just([1, 1, 28, 28]),
     st.just([2**31, 2**31]),
+    # no element, but an axis numpy cannot hold: [0, 2**63] was a 500 (issue 10, item 7)
+    st.tuples(st.just(0), st.integers(min_value=2**26, max_value=2**70)).map(list),
+    st.lists(st.just(1), min_size=30, max_size=80),  # more axes than numpy takes
     json_values,
 )
 
