@@ -155,9 +155,20 @@ class AsyncClient(ClientBase):
         request_id: str | None = None,
     ) -> Prediction:
         """One answer for `x`, as `Client.predict`."""
-        return await self._drive(
-            self.router.predict(model, x, version, timeout, policy, request_id)
-        )
+        router = self.router
+        hop = router.direct(model, x, version, timeout, policy, request_id)
+        if hop is None:
+            return await self._drive(router.predict(model, x, version, timeout, policy, request_id))
+        try:  # the hot path: the core planned one call; perform it, hand the answer back
+            response = await hop.backend.transport.infer(
+                hop.request, timeout=hop.deadline - hop.start
+            )
+        except BaseException as exc:
+            return await self._drive(router.resume(hop, exc))
+        prediction = router.answered(hop, response)
+        if prediction is None:  # another version answered: the core goes on
+            prediction = await self._drive(router.resume(hop, None))
+        return prediction
 
     async def predict_many(
         self,

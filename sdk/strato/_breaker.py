@@ -130,22 +130,22 @@ class Breaker:
 class LatencyTracker:
     """The last `size` latencies of a backend in a ring buffer; p95 computed on demand."""
 
-    __slots__ = ("_count", "_index", "_mask", "_p95", "_samples", "_sorted_at")
+    __slots__ = ("_count", "_mask", "_p95", "_samples", "_sorted_at")
 
     def __init__(self, size: int = 256) -> None:
         if size & (size - 1):
             raise ValueError("size must be a power of two")
         self._samples = [0.0] * size
         self._mask = size - 1
-        self._index = 0
         self._count = 0
         self._sorted_at = -1
         self._p95 = 0.0
 
     def record(self, seconds: float) -> None:
-        self._samples[self._index] = seconds
-        self._index = (self._index + 1) & self._mask
-        self._count += 1
+        """Add one latency (seconds)."""
+        count = self._count
+        self._samples[count & self._mask] = seconds
+        self._count = count + 1
 
     @property
     def count(self) -> int:

@@ -207,7 +207,15 @@ class Client(ClientBase):
         Rows that do not fit a transport's payload limit go in several requests (`attempts`
         counts them) and come back as one answer.
         """
-        return self._drive(self.router.predict(model, x, version, timeout, policy, request_id))
+        router = self.router
+        hop = router.direct(model, x, version, timeout, policy, request_id)
+        if hop is None:
+            return self._drive(router.predict(model, x, version, timeout, policy, request_id))
+        try:  # the hot path: the core planned one call; perform it, hand the answer back
+            response = hop.backend.transport.infer(hop.request, timeout=hop.deadline - hop.start)
+        except BaseException as exc:
+            return self._drive(router.resume(hop, exc))
+        return router.answered(hop, response) or self._drive(router.resume(hop, None))
 
     def predict_many(
         self, model: str, x: Inputs, *, rows: int | None = None, **options: Any

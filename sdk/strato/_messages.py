@@ -28,6 +28,24 @@ class InferRequest:
     outputs: tuple[str, ...] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
 
+    # Written out (dataclass leaves an explicit __init__ alone): one is built per call, and the
+    # generated one's default-factory check costs a third of it.
+    def __init__(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray[Any, Any]],
+        version: str | None = None,
+        id: str | None = None,
+        outputs: tuple[str, ...] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.version = version
+        self.id = id
+        self.outputs = outputs
+        self.parameters = {} if parameters is None else parameters
+
 
 @dataclass(slots=True)
 class InferResponse:

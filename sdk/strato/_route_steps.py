@@ -25,6 +25,7 @@ __all__ = [
     "Call",
     "Cancel",
     "Finished",
+    "Hop",
     "Metadata",
     "ModelInfo",
     "Sleep",
@@ -40,7 +41,16 @@ Steps = Generator[Any, Any, T]  # yields commands, is sent outcomes, returns T
 class Backend:
     """One transport as the core sees it: its tier, breaker, recent latencies, payload budget."""
 
-    __slots__ = ("breaker", "in_process", "latency", "limited", "name", "tier", "transport")
+    __slots__ = (
+        "answer_tier",
+        "breaker",
+        "in_process",
+        "latency",
+        "limited",
+        "name",
+        "tier",
+        "transport",
+    )
 
     def __init__(self, transport: Transport | AsyncTransport, breaker: BreakerConfig) -> None:
         self.transport: Any = transport
@@ -51,11 +61,8 @@ class Backend:
         self.limited = getattr(transport, "payload_limit", NO_LIMIT) < NO_LIMIT
         self.breaker = Breaker(breaker)
         self.latency = LatencyTracker()
-
-    @property
-    def answer_tier(self) -> str:
-        """`Prediction.tier` for its answers: `local` for an in-process engine, else the tier."""
-        return "local" if self.in_process else self.tier
+        # `Prediction.tier` for its answers: `local` for an in-process engine, else the tier.
+        self.answer_tier = "local" if self.in_process else self.tier
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, tier={self.tier!r}, {self.breaker!r})"
@@ -115,6 +122,30 @@ class Finished:
     handle: Any
     value: Any = None
     error: BaseException | None = None
+
+
+class Hop:
+    """The hot path's whole plan: one call to a healthy first backend that needs no payload
+    chunks. The driver performs it and hands the answer (or the exception) back to the core."""
+
+    __slots__ = ("backend", "deadline", "info", "mismatch", "plan", "request", "start")
+
+    def __init__(
+        self,
+        backend: Backend,
+        request: InferRequest,
+        start: float,
+        deadline: float,
+        info: ModelInfo,
+        plan: list[Backend],
+    ) -> None:
+        self.backend = backend
+        self.request = request
+        self.start = start
+        self.deadline = deadline
+        self.info = info
+        self.plan = plan
+        self.mismatch: Any = None  # a VersionMismatch when the answer came from another version
 
 
 @dataclass(slots=True)

@@ -34,12 +34,12 @@ from strato._errors import (
     Unavailable,
 )
 from strato._failover import Failover, Outcome, Tried, all_failed, failure_kind
-from strato._messages import InferRequest, Prediction
+from strato._messages import InferRequest, InferResponse, Prediction
 from strato._route_steps import (
     Backend,
-    Call,
     Cancel,
     Finished,
+    Hop,
     Metadata,
     ModelInfo,
     Start,
@@ -158,6 +158,79 @@ class Router(Failover):
         raise next(e for e in failures if not isinstance(e, TransportError))
 
     # --- one call ------------------------------------------------------------------------
+    def direct(
+        self,
+        model: str,
+        x: Any,
+        version: str | None,
+        timeout: float | None,
+        policy: Policy | None,
+        request_id: str | None,
+    ) -> Hop | None:
+        """The hot path: a `Hop` when one call to a healthy, unlimited first backend is the
+        whole plan (known model, failover policy); None sends the driver to `predict`."""
+        info = self.models.get(model)
+        policy = policy or self.policy
+        if info is None or policy.kind != "failover":
+            return None
+        last = self._last  # the plan cache's last entry, inline (see `plan`)
+        if last[0] is policy and last[1] == info.cloud_allowed:
+            plan = last[2]
+        else:
+            plan = self.plan(policy, info, model)
+        first = plan[0]
+        if first.breaker.state != "closed" or first.limited:
+            return None
+        start = perf_counter()
+        single = info.single_input
+        inputs = {single: x} if single and type(x) is np.ndarray else named(model, x, info)
+        request = InferRequest(model, inputs, version, request_id)
+        return Hop(first, request, start, start + (timeout or self.timeout), info, plan)
+
+    def answered(self, hop: Hop, response: InferResponse) -> Prediction | None:
+        """The hop's answer as a `Prediction`; None when it must go on (`resume`)."""
+        backend = hop.backend
+        backend.breaker.success()
+        elapsed = perf_counter() - hop.start
+        backend.latency.record(elapsed)
+        if backend.tier == "edge":  # inline `mismatch` for the edge: the hot path's common case
+            if response.model_version:
+                hop.info.version = response.model_version
+        else:
+            hop.mismatch = self.mismatch(backend, response, hop.request, hop.info)
+            if hop.mismatch is not None:
+                return None
+        return Prediction(
+            response.outputs,
+            response.served_by,
+            response.model_name,
+            response.model_version,
+            elapsed * 1e3,
+            response.precision,
+            backend.tier,
+            1,
+            backend.answer_tier,
+        )
+
+    def resume(self, hop: Hop, failed: BaseException | None) -> Steps[Prediction]:
+        """Go on after a hop that failed with `failed`, or answered with another version."""
+        if failed is not None and not isinstance(failed, TransportError):
+            raise failed  # bad input, a setup mistake: never retried, never re-routed
+        request, deadline, info = hop.request, hop.deadline, hop.info
+        if failed is not None:
+            hop.backend.breaker.failure()
+            outcome = yield from self.failover(hop.plan, request, deadline, info, failed=failed)
+        else:
+            earlier: tuple[list[str], list[TransportError], int] = (
+                [f"{hop.backend.tier}-version"],
+                [hop.mismatch],
+                1,
+            )
+            outcome = yield from self.failover(
+                hop.plan[1:], request, deadline, info, earlier=earlier
+            )
+        return self.prediction(outcome, hop.start)
+
     def predict(
         self,
         model: str,
@@ -176,9 +249,13 @@ class Router(Failover):
         inputs = {single: x} if single and type(x) is np.ndarray else named(model, x, info)
         request = InferRequest(model, inputs, version, request_id)
         deadline = start + (timeout or self.timeout)
-        response, reason, attempts, tier = yield from self.route(
-            policy or self.policy, request, deadline, info
-        )
+        outcome = yield from self.route(policy or self.policy, request, deadline, info)
+        return self.prediction(outcome, start)
+
+    @staticmethod
+    def prediction(outcome: Outcome, start: float) -> Prediction:
+        """The caller's `Prediction` of a routed answer."""
+        response, reason, attempts, tier = outcome
         return Prediction(
             response.outputs,
             response.served_by,
@@ -203,27 +280,7 @@ class Router(Failover):
         if kind != "failover":
             raise ConfigError(f"unknown policy {policy!r} (kind {kind!r})")
         plan = self.plan(policy, info, request.model)
-        first = plan[0]
-        if first.breaker.state != "closed" or first.limited:
-            return (yield from self.failover(plan, request, deadline, info))
-        # Hot path: an unlimited, healthy first backend; one call, O(1) bookkeeping.
-        start = perf_counter()
-        try:
-            response = yield Call(first, request, deadline - start)
-        except TransportError as exc:
-            first.breaker.failure()
-            return (yield from self.failover(plan, request, deadline, info, failed=exc))
-        first.breaker.success()
-        first.latency.record(perf_counter() - start)
-        mismatch = self.mismatch(first, response, request, info)
-        if mismatch is None:
-            return response, first.tier, 1, first.answer_tier
-        earlier: tuple[list[str], list[TransportError], int] = (
-            [f"{first.tier}-version"],
-            [mismatch],
-            1,
-        )
-        return (yield from self.failover(plan[1:], request, deadline, info, earlier=earlier))
+        return (yield from self.failover(plan, request, deadline, info))
 
     def plan(self, policy: Policy, info: ModelInfo, model: str) -> list[Backend]:
         """The backends `policy` tries, in order (cached per policy)."""

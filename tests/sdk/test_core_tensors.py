@@ -45,3 +45,25 @@ def test_shape_and_dtype(array, match):
 
 def test_integer_inputs_skip_the_finiteness_pass():
     TensorSpec("ids", "INT64", (-1,)).check(np.array([1, 2, 3]))
+
+
+def test_signature_verdicts_are_remembered_but_values_checked_every_call():
+    spec = TensorSpec("x", "FP32", (-1, 3))
+    good = np.ones((2, 3), np.float32)
+    spec.check(good)
+    spec.check(good)  # the (shape, dtype) verdict is remembered ...
+    with pytest.raises(InvalidInput, match="NaN or Inf"):  # ... the values never are
+        spec.check(np.array([[1.0, np.inf, 0.0], [0.0, 0.0, 0.0]], np.float32))
+    for _ in range(2):  # a refused signature is refused every time, never remembered
+        with pytest.raises(InvalidInput, match="shape"):
+            spec.check(np.ones((2, 4), np.float32))
+        with pytest.raises(InvalidInput, match="datatype"):
+            spec.check(np.ones((2, 3), np.float64))
+    for rows in range(1, 200):  # dynamic batch sizes: the memory stays bounded
+        spec.check(np.ones((rows, 3), np.float32))
+    assert len(spec._accepted) <= 64
+    assert spec == TensorSpec("x", "FP32", (-1, 3))  # the memory is not part of the value
+    strided = np.ones((4, 6), np.float32)[:, ::2]
+    strided[1, 1] = np.nan
+    with pytest.raises(InvalidInput, match="NaN"):
+        spec.check(strided)  # a non-contiguous view is checked too

@@ -73,6 +73,8 @@ class Local(Transport):
         self._precision = precision
         self._threads = threads
         self._engines: dict[tuple[str, str | None], Engine] = {}
+        # (model, version) -> (engine, name, version, precision): what infer needs, looked up once
+        self._served: dict[tuple[str, str | None], tuple[Engine, str, str, str]] = {}
         self._lock = threading.Lock()
 
     def engine(self, model: str, version: str | None = None) -> Engine:
@@ -100,18 +102,17 @@ class Local(Transport):
         return load_engine(bundle, precision=self._precision, threads=self._threads)
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
-        engine = self.engine(request.model, request.version)
+        served = self._served.get((request.model, request.version))
+        if served is None:
+            engine = self.engine(request.model, request.version)
+            bundle = engine.bundle
+            served = (engine, bundle.name, bundle.version, engine.artifact.precision or "fp32")
+            self._served[(request.model, request.version)] = served
+        engine, name, version, precision = served
         outputs = engine.infer(request.inputs)
         if request.outputs:
             outputs = {k: outputs[k] for k in request.outputs if k in outputs}
-        return InferResponse(
-            outputs,
-            engine.bundle.name,
-            engine.bundle.version,
-            request.id,
-            self.name,
-            engine.artifact.precision or "fp32",
-        )
+        return InferResponse(outputs, name, version, request.id, self.name, precision)
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
         return model_metadata(self.engine(model, version))
@@ -127,3 +128,4 @@ class Local(Transport):
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
+        self._served.clear()
