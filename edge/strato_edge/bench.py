@@ -113,6 +113,8 @@ async def _client(
             status = await _read_response(reader)
             latencies.append(time.perf_counter() - started)
             statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if _ANSWERED is not None and statuses is not _WARMUP:
+                _ANSWERED.value += 1
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             statuses["connection-error"] = statuses.get("connection-error", 0) + 1
             if writer is not None:
@@ -123,6 +125,16 @@ async def _client(
         writer.close()
 
 
+_WARMUP: dict[str, int] = {}  # the statuses of warm-up requests: counted nowhere
+_ANSWERED: Any = None  # a shared counter of measured answers (for a live progress bar)
+
+
+def _count_answers(counter: Any) -> None:
+    """Pool initializer (and the in-process case): where `_client` counts measured answers."""
+    global _ANSWERED
+    _ANSWERED = counter
+
+
 def _process(args: tuple[str, int, bytes, int, float, float]) -> tuple[list[float], dict[str, int]]:
     host, port, request, clients, warmup_s, duration_s = args
 
@@ -130,7 +142,7 @@ def _process(args: tuple[str, int, bytes, int, float, float]) -> tuple[list[floa
         if warmup_s > 0:
             await asyncio.gather(
                 *(
-                    _client(host, port, request, time.perf_counter() + warmup_s, [], {})
+                    _client(host, port, request, time.perf_counter() + warmup_s, [], _WARMUP)
                     for _ in range(clients)
                 )
             )
@@ -158,8 +170,12 @@ def run_bench(
     processes: int = 1,
     warmup_s: float = 1.0,
     extra_headers: dict[str, str] | None = None,
+    answered: Any = None,
 ) -> BenchResult:
-    """Run the load; latencies are per request, throughput counts 2xx answers only."""
+    """Run the load; latencies are per request, throughput counts 2xx answers only.
+
+    `answered`, a `multiprocessing` RawValue, counts measured answers as they come (every load
+    process adds to it), for a live rate while the run lasts."""
     host, port, request = build_request(
         url, path, inputs, binary=binary, token=token, extra_headers=extra_headers
     )
@@ -167,9 +183,14 @@ def run_bench(
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     jobs = [(host, port, request, n, warmup_s, duration_s) for n in shares]
     if processes == 1:
-        results = [_process(jobs[0])]
+        _count_answers(answered)
+        try:
+            results = [_process(jobs[0])]
+        finally:
+            _count_answers(None)
     else:
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(processes, _count_answers, (answered,)) as pool:
             results = pool.map(_process, jobs)
     latencies = np.array([x for lat, _ in results for x in lat]) * 1000.0
     statuses: dict[str, int] = {}

@@ -20,8 +20,8 @@ from strato_edge.cli_common import (
     TokenOpt,
     echo_json,
     fail,
+    run_with_bar,
     store_path,
-    with_progress,
 )
 from strato_edge.cli_fleet import register as register_fleet
 from strato_edge.config import DEFAULT_STORE, SAGEMAKER_MODEL_DIR
@@ -93,7 +93,14 @@ def serve(
     watch_interval: Annotated[
         float, typer.Option(help="Seconds between store checks for hot swaps; 0 = never.")
     ] = 1.0,
-    workers: Annotated[int, typer.Option(help="Inference threads.")] = 4,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--inference-threads",
+            "--workers",
+            help="Threads that run engines (the pool batches are handed to).",
+        ),
+    ] = 4,
     max_loaded_versions: Annotated[
         int, typer.Option(help="Unserved versions kept loaded on request (least recent go).")
     ] = 2,
@@ -226,7 +233,6 @@ def pull(
     from strato.cli import default_registry
 
     from strato_edge.sync import open_source
-    from strato_edge.sync import pull as do_pull
     from strato_edge.sync import watch as do_watch
 
     source = open_source(default_registry(registry), s3_endpoint=s3_endpoint)
@@ -245,11 +251,7 @@ def pull(
             typer.echo(f"  removed old version(s): {', '.join(result.removed)}")
 
     if not watch:
-        report(
-            with_progress(
-                f"pulling {ref}", lambda: do_pull(ref, source=source, store=target, keep=keep)
-            )
-        )
+        report(_pull_with_bar(ref, source, target, keep, quiet=as_json))
         return
     typer.echo(f"watching {ref} in {source.url} every {interval:g}s (Ctrl-C to stop)", err=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -262,6 +264,41 @@ def pull(
             on_pull=report,
             on_error=lambda exc: typer.secho(f"pull refused: {exc}", fg="yellow", err=True),
         )
+
+
+def _pull_with_bar(ref: str, source: Any, target: Path, keep: int, *, quiet: bool) -> Any:
+    """`sync.pull` under a bar with sizes and rate: the bytes are counted in the download's
+    staging folder beside the version folder (`.<version>.pull-*`), against the manifest's sizes."""
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
+
+    from strato_edge.sync import pull as do_pull
+
+    def work() -> Any:
+        return do_pull(ref, source=source, store=target, keep=keep)
+
+    if quiet:
+        return work()
+    resolved = source.resolve(ref)
+    name, version = resolved.name, str(resolved.version)
+    total = sum(a.size for a in source.manifest(resolved).artifacts)
+
+    def poll(bar: Any, task: Any) -> None:
+        staged = sum(
+            f.stat().st_size
+            for folder in (target / name).glob(f".{version}.pull-*")
+            for f in folder.rglob("*")
+            if f.is_file()
+        )
+        done = (target / name / version / "manifest.json").is_file()
+        bar.update(task, total=total, completed=total if done else min(staged, total))
+
+    columns = (
+        TextColumn(f"pulling {name}:{version}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    return run_with_bar(work, poll, *columns)
 
 
 @app.command()

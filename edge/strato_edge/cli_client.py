@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,7 +17,7 @@ from strato_edge.cli_common import (
     UrlOpt,
     echo_json,
     fail,
-    with_progress,
+    run_with_bar,
 )
 
 if TYPE_CHECKING:
@@ -247,8 +249,8 @@ def bench(
     base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
     with _http(url, token) as http:
         meta = _checked(http.get(base)).json()
-    result = with_progress(
-        f"{concurrency} clients for {duration:g}s",
+    answered = multiprocessing.get_context("spawn").RawValue("Q", 0)
+    result = run_with_bar(
         lambda: run_bench(
             url,
             f"{base}/infer",
@@ -260,7 +262,12 @@ def bench(
             token=token,
             processes=processes,
             warmup_s=warmup,
+            answered=answered,
         ),
+        _bench_poll(answered, f"{model} c={concurrency}", warmup, duration),
+        *_bench_columns(),
+        answers=0,
+        rate="",
     )
     if as_json:
         echo_json(result.to_dict())
@@ -270,3 +277,34 @@ def bench(
         f"p50 {result.p50_ms:.2f} ms  p95 {result.p95_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
         f"errors {result.errors}"
     )
+
+
+def _bench_columns() -> tuple[Any, ...]:
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[answers]:>9,} answers  {task.fields[rate]:>12}"),
+        TimeRemainingColumn(),
+    )
+
+
+def _bench_poll(answered: Any, label: str, warmup: float, duration: float) -> Any:
+    """Time-based progress with the live rate of measured answers (warm-up first)."""
+    started = time.monotonic()
+
+    def poll(bar: Any, task: Any) -> None:
+        elapsed = time.monotonic() - started
+        measuring = elapsed - warmup
+        rate = f"{answered.value / measuring:,.0f} req/s" if measuring > 0.2 else "warming up"
+        bar.update(
+            task,
+            description=label,
+            total=warmup + duration,
+            completed=min(elapsed, warmup + duration),
+            answers=answered.value,
+            rate=rate,
+        )
+
+    return poll

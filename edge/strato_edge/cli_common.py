@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from strato.cli import JsonOpt, print_json
 
 from strato_edge.config import DEFAULT_STORE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_URL",
@@ -18,6 +21,7 @@ __all__ = [
     "UrlOpt",
     "echo_json",
     "fail",
+    "run_with_bar",
     "store_path",
     "with_progress",
 ]
@@ -61,3 +65,34 @@ def with_progress(label: str, work: Any) -> Any:
     with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), transient=True) as bar:
         bar.add_task(label, total=None)
         return work()
+
+
+def run_with_bar(
+    work: Callable[[], Any], poll: Callable[[Any, Any], None], *columns: Any, **fields: Any
+) -> Any:
+    """Run `work` in a thread while `poll(bar, task)` refreshes a rich progress bar (on stderr,
+    gone when done); its result or exception comes back here."""
+    import threading
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed back to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="strato-cli-work", daemon=True)
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("", total=None, **fields)
+        thread.start()
+        while thread.is_alive():
+            poll(bar, task)
+            thread.join(0.1)
+        poll(bar, task)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

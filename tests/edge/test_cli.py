@@ -173,3 +173,28 @@ def test_importing_strato_edge_loads_no_torch_or_onnxruntime():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _as_a_terminal() -> dict[str, str]:
+    # rich draws live bars only for a terminal; these make it draw into the captured stderr
+    return {**os.environ, "TTY_COMPATIBLE": "1", "FORCE_COLOR": "1", "COLUMNS": "160"}
+
+
+def test_pull_and_bench_show_progress_with_sizes_and_rates(
+    served_registry, tiny_registry, tmp_path
+):
+    url, _ = served_registry
+    pull = subprocess.run(
+        [STRATO, "edge", "pull", "tiny@prod", "-r", tiny_registry.url, "-s", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=120, env=_as_a_terminal(),
+    )  # fmt: skip
+    assert pull.returncode == 0, pull.stderr
+    size = tiny_registry.manifest("tiny:1").artifacts[0].size / 1000
+    assert f"{size:.1f} kB" in pull.stderr  # the bar names what it downloads
+    bench = subprocess.run(
+        [STRATO, "edge", "bench", "tiny", "-d", "2", "--warmup", "0.5", "--url", url],
+        capture_output=True, text=True, timeout=120, env=_as_a_terminal(),
+    )  # fmt: skip
+    assert bench.returncode == 0, bench.stderr
+    assert "req/s" in bench.stderr and "answers" in bench.stderr  # the live rate
+    assert "req/s" in bench.stdout  # and the result line
