@@ -47,7 +47,7 @@ _HOMES = {
     "export_onnx": "export",
     "check_parity": "export",
     "PublishConfig": "publish",
-    "ImportConfig": "importer",
+    "ImportConfig": "import_config",
     "import_module": "importer",
     "import_onnx": "importer",
     "ParityResult": "parity",
