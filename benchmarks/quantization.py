@@ -88,8 +88,13 @@ def digits_cases(workdir: Path, epochs: int) -> list[Case]:
     return cases
 
 
-def encoder_case(workdir: Path, layers: int, hidden: int, rows: int) -> Case:
-    """A MiniLM-shaped BERT encoder (vocab 30522) from a config, random weights, mean-pooled."""
+def encoder_case(
+    workdir: Path, layers: int, hidden: int, rows: int, *, outlier: float = 0.0
+) -> Case:
+    """A MiniLM-shaped BERT encoder (vocab 30522) from a config, random weights, mean-pooled.
+    `outlier`: one feed-forward unit of the last layer always fires at that value (ignored by
+    fp32, weighted 0), that layer's feed-forward path weighted 30x: the activation outlier
+    trained transformers grow, which per-tensor int8 activations cannot hold."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -109,8 +114,17 @@ def encoder_case(workdir: Path, layers: int, hidden: int, rows: int) -> Case:
             mask = attention_mask.unsqueeze(-1).to(torch.float32)
             return (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
 
+    encoder = Encoder()
+    if outlier:
+        last = encoder.bert.encoder.layer[-1]
+        with torch.no_grad():
+            last.intermediate.dense.weight[0].zero_()
+            last.intermediate.dense.bias[0] = outlier
+            last.output.dense.weight.mul_(30.0)
+            last.output.dense.weight[:, 0] = 0.0
+    name = "encoder-outlier" if outlier else "encoder"
     ids = torch.randint(1, 30522, (2, 16))
-    path = _export(Encoder(), (ids, torch.ones_like(ids)), workdir / "encoder.onnx",
+    path = _export(encoder, (ids, torch.ones_like(ids)), workdir / f"{name}.onnx",
                    ["input_ids", "attention_mask"], "sentence")  # fmt: skip
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, 30522, (2 * rows, 32)).astype(np.int64)
@@ -121,7 +135,9 @@ def encoder_case(workdir: Path, layers: int, hidden: int, rows: int) -> Case:
     half = {k: v[:rows] for k, v in feeds.items()}
     other = {k: v[rows:] for k, v in feeds.items()}
     note = f"BertConfig {layers} layers x {hidden}, vocab 30522, random weights, seq 8-32"
-    return Case("encoder", "embedding", path, other, half, None, note)
+    if outlier:
+        note += f"; an activation outlier ({outlier:g}) planted in the last layer's feed-forward"
+    return Case(name, "embedding", path, other, half, None, note)
 
 
 def cnn224_case(workdir: Path, width: int, rows: int) -> Case:
@@ -389,8 +405,8 @@ def write_markdown(results: dict[str, Any], meta: dict[str, Any], path: Path) ->
         "Goals: size on the smallest int8 artifact that passes its gate, latency and cosine on the "
         "one fastest at batch 8. Random-weight models lack "
         "the activation outliers of trained transformers (which is what breaks int8 on real sentence "
-        "encoders): their cosine figures are optimistic; the per-layer search is exercised by the "
-        "tests on models with a planted outlier.",
+        "encoders): their cosine figures are optimistic; `encoder-outlier` and the tests plant one "
+        "to exercise the per-layer search.",
         "",
     ]
     path.write_text("\n".join(lines))
@@ -444,17 +460,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller encoder, fewer rounds")
     parser.add_argument(
-        "--only", default="", help="comma-separated models (mlp,cnn,encoder,cnn224,regressor)"
+        "--only",
+        default="",
+        help="comma-separated models (mlp,cnn,encoder,encoder-outlier,cnn224,regressor)",
     )
     args = parser.parse_args(argv)
     import onnxruntime
 
     quick = args.quick
-    epochs, rounds, budget, trials = (3, 20, 1.0, 8) if quick else (10, 100, 4.0, 24)
+    epochs, rounds, budget, trials = (3, 20, 1.0, 12) if quick else (10, 100, 4.0, 24)
     wanted = set(filter(None, args.only.split(","))) or {
         "mlp",
         "cnn",
         "encoder",
+        "encoder-outlier",
         "cnn224",
         "regressor",
     }
@@ -464,8 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         cases: list[Case] = []
         if wanted & {"mlp", "cnn"}:
             cases += [c for c in digits_cases(workdir, epochs) if c.name in wanted]
+        shape = (3, 384, 32) if quick else (6, 384, 32)
         if "encoder" in wanted:
-            cases.append(encoder_case(workdir, *((3, 384, 32) if quick else (6, 384, 32))))
+            cases.append(encoder_case(workdir, *shape))
+        if "encoder-outlier" in wanted:
+            cases.append(encoder_case(workdir, *shape, outlier=1000.0))
         if "cnn224" in wanted:
             cases.append(cnn224_case(workdir, 32, 8 if quick else 32))
         if "regressor" in wanted:

@@ -122,9 +122,15 @@ def perturbed(
     return target
 
 
-def write_bert_encoder(path: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+def write_bert_encoder(
+    path: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0, outlier: float = 0.0
+) -> Path:
     """A mean-pooled BERT-style encoder with random weights: inputs `input_ids`,
-    `attention_mask` (int64, [batch, seq]), output `sentence` ([batch, hidden])."""
+    `attention_mask` (int64, [batch, seq]), output `sentence` ([batch, hidden]).
+    `outlier` > 0 plants an activation outlier the way trained transformers grow them: one
+    feed-forward unit of the last layer always fires at `outlier` (its output weights are 0, so
+    fp32 ignores it), that layer's feed-forward output weighs 30x more, and per-tensor int8
+    activations of its output MatMul lose every other unit."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -149,12 +155,20 @@ def write_bert_encoder(path: Path, *, layers: int = 2, hidden: int = 32, seed: i
             summed = (hidden_states.last_hidden_state * mask).sum(1)
             return summed / mask.sum(1).clamp(min=1e-6)
 
+    encoder = Encoder().eval()
+    if outlier:
+        last = encoder.bert.encoder.layer[-1]
+        with torch.no_grad():
+            last.intermediate.dense.weight[0].zero_()
+            last.intermediate.dense.bias[0] = outlier
+            last.output.dense.weight.mul_(30.0)  # the feed-forward path carries the output
+            last.output.dense.weight[:, 0] = 0.0
     ids = torch.randint(0, 100, (2, 8))
     axes = {0: "batch", 1: "seq"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning
         torch.onnx.export(
-            Encoder().eval(),
+            encoder,
             (ids, torch.ones_like(ids)),
             str(path),
             input_names=["input_ids", "attention_mask"],

@@ -146,3 +146,32 @@ def test_two_outputs_are_both_gated(tmp_path: Path, rows: np.ndarray) -> None:
     result = _gate_file("detection", model, broken, data)
     assert not result.passed and result.worst.output == "box"
     assert all(c.passed for c in result.checks if c.output == "logits")
+
+
+def test_encoder_with_an_activation_outlier_keeps_one_layer_fp32(tmp_path: Path) -> None:
+    """The issue's case on a transformer graph: the best uniform recipe (dynamic, MatMul,
+    per-channel) falls short of cosine 0.99; the search keeps the one MatMul that reads the
+    outlier in fp32, and says so."""
+    model = write_bert_encoder(tmp_path / "outlier.onnx", outlier=1000.0)
+    registry = Registry(tmp_path / "registry")
+    publish_model(registry, model, tmp_path / "src", name="enc", task="embedding")
+    data = QuantizeData.from_arrays(token_batch(40))
+    ref, summary = quantize_bundle(registry, "enc:1", data=data)  # 12 layers, 24 trials at most
+    uniform = summary["refused"]["model.int8.dynamic.onnx"]
+    assert uniform["gate"] == "failed" and uniform["cosine_min"] < 0.99
+    mixed = summary["artifacts"]["model.int8.dynamic-mixed.onnx"]
+    assert mixed["gate"] == "passed" and mixed["cosine_min"] >= 0.99
+    assert mixed["fp32_layers"] == ["/bert/encoder/layer.1/output/dense/MatMul"]
+    assert mixed["search"]["trials"] <= 24 and mixed["search"]["candidates"] == 12
+    cost = mixed["cost_vs_uniform"]
+    assert 1.0 < cost["size_ratio"] < 1.2 and cost["latency_ratio"] > 0
+    assert registry.manifest(ref).metrics["model.int8.dynamic-mixed.onnx"]["fp32_layers"]
+
+    # --force publishes the failing uniform artifacts too, flagged, and never as the default.
+    # Under a tighter cap (8 trials: 4 to rank), neighbouring layers are ranked in threes.
+    forced, summary = quantize_bundle(registry, "enc:1", data=data, max_trials=8, force=True)
+    assert summary["artifacts"]["model.int8.dynamic.onnx"]["gate"] == "failed"
+    paired = summary["artifacts"]["model.int8.dynamic-mixed.onnx"]["fp32_layers"]
+    assert "/bert/encoder/layer.1/output/dense/MatMul" in paired and len(paired) == 3
+    default = registry.manifest(forced).serving["default"]
+    assert summary["artifacts"][default]["gate"] in ("passed", "reference")

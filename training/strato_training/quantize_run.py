@@ -256,15 +256,17 @@ def _settle(
         if item not in keep:
             refused[item.path] = metrics.pop(item.path)
     timed = [m.path for m in keep]
+    # The uniform recipe a mixed artifact came from is timed too (its cost), even if refused.
     parents = [str(search["from"])] if search and any(m.fp32_layers for m in keep) else []
-    for parent in parents:
-        metrics.setdefault(parent, refused.get(parent, {}))
+    refused_parents = [p for p in parents if p not in timed]
+    for parent in refused_parents:
+        metrics[parent] = refused[parent]
     _say(on_step, f"latency at batch {options.latency_batch} on this CPU")
-    _time(ctx, fp32_path, [*timed, *parents], metrics)
+    _time(ctx, fp32_path, [*timed, *refused_parents], metrics)
     for item in keep:
         if item.fp32_layers and parents:
             _cost(metrics[item.path], metrics[parents[0]])
-    for parent in parents:
+    for parent in refused_parents:
         refused[parent] = metrics.pop(parent)
     default, reason = pick_default(
         fp32_path, {p: metrics[p]["latency"] for p in [fp32_path, *timed]}, metrics
