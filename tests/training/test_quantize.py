@@ -523,3 +523,16 @@ def test_optimize_without_labels_quantizes_and_skips_calibration(tmp_path: Path)
 
     with pytest.raises(ConfigError, match="--targets"):
         optimize_bundle(registry, "two:1", data=QuantizeData.from_arrays(rows), calibrate=True)
+
+
+@pytest.mark.parametrize("mode", ["int8-static", "int8-dynamic", "fp16"])
+def test_a_relative_registry_path_quantizes(
+    tmp_path: Path, mlp_weights: Any, digits: Dataset, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """ORT's tools run in a scratch folder: relative paths must not reach them."""
+    monkeypatch.chdir(tmp_path)
+    registry = Registry("reg")
+    publish_mlp(registry, Path("src"), "digits-mlp", *mlp_weights, digits.labels)
+    _, summary = quantize_bundle(registry, "digits-mlp:1", digits, modes=(mode,), samples=32)
+    assert all(m["gate"] == "passed" for p, m in summary["artifacts"].items() if p != "model.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg", "src"]

@@ -245,7 +245,7 @@ def quantize_int8_static(
 
     if fmt not in ("qdq", "qoperator"):
         raise ConfigError(f"int8 format must be 'qdq' or 'qoperator', got {fmt!r}")
-    source, notes = preprocessed(fp32_path, out_path.parent)
+    source, notes = preprocessed(fp32_path.resolve(), out_path.parent)
     feeds = as_feeds(ort_session(source), samples)
     qdq = fmt == "qdq"
     with _private_cwd():
@@ -277,7 +277,7 @@ def quantize_int8_dynamic(
     """Dynamic int8 of MatMul/Gemm with constant weights, per-channel int8 weights."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source, notes = preprocessed(fp32_path, out_path.parent)
+    source, notes = preprocessed(fp32_path.resolve(), out_path.parent)
     with _private_cwd():
         try:
             quantize_dynamic(
@@ -305,9 +305,10 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    source = fp32_path.resolve()
     with _private_cwd():
         try:
-            model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+            model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
             onnx.save(model, str(out_path.resolve()))
         except Exception as exc:
             raise _failure("fp16", fp32_path, exc) from exc
@@ -379,7 +380,9 @@ def build_recipe(
     nodes_to_exclude: Sequence[str] = (),
     path: str | None = None,
 ) -> QuantizedArtifact:
-    """Make the one artifact of `recipe` in `out_dir`, layers in `nodes_to_exclude` kept fp32."""
+    """Make the one artifact of `recipe` in `out_dir`, layers in `nodes_to_exclude` kept fp32.
+    Paths may be relative: ORT's tools run in a scratch folder, so they get absolute ones."""
+    fp32_path, out_dir = fp32_path.resolve(), out_dir.resolve()
     spec = RECIPES[recipe]
     relpath = path or spec.path(stem, mixed=bool(nodes_to_exclude))
     target = out_dir / relpath
