@@ -120,9 +120,9 @@ class Http11Response:
 
 def parse_head(head: bytes | bytearray) -> tuple[int, dict[str, str], bool]:
     """Status, headers (lower-cased names) and HTTP/1.1-ness of a response head (no CRLFCRLF)."""
-    lines = bytes(head).split(b"\r\n")
-    status_line = lines[0].split(b" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
+    lines = bytes(head).decode("latin-1").split("\r\n")  # one decode for the whole head
+    status_line = lines[0].split(" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
         raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     try:
         status = int(status_line[1])
@@ -130,11 +130,11 @@ def parse_head(head: bytes | bytearray) -> tuple[int, dict[str, str], bool]:
         raise ProtocolError(f"bad status code in {lines[0][:80]!r}") from None
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        name, sep, value = line.partition(b":")
+        name, sep, value = line.partition(":")
         if not sep:
             raise ProtocolError(f"malformed header line {line[:80]!r}")
-        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-    return status, headers, status_line[0] == b"HTTP/1.1"
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, status_line[0] == "HTTP/1.1"
 
 
 def keeps_alive(headers: dict[str, str], http11: bool) -> bool:

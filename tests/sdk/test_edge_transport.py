@@ -268,3 +268,26 @@ def test_async_edge_stale_connection_and_unix_socket(scripted, tmp_path):
 
     asyncio.run(main())
     assert len(closing.requests) == 2
+
+
+def test_remembered_heads_and_plans_follow_each_signature(edge_daemon, session_registry):
+    """Request heads and response plans are reused per signature; every answer stays right as
+    shapes, versions, ids and byte order change between calls."""
+    rng = np.random.default_rng(3)
+    local = Local(session_registry)
+    with Edge(edge_daemon.url) as edge:
+        for rows, version, request_id, order in [
+            (4, None, None, "<"), (1, None, None, "<"), (4, None, None, ">"), (4, "2", None, "<"),
+            (4, None, "abc", "<"), (4, None, None, "<"), (1, "2", None, "<"),
+        ]:  # fmt: skip
+            batch = rng.random((rows, 1, 28, 28), dtype=np.float32).astype(f"{order}f4")
+            answer = edge.infer(InferRequest("tiny", {"input": batch}, version, request_id))
+            ref = "tiny:2" if version else "tiny@prod"
+            expected = local.infer(InferRequest(ref, {"input": batch.astype(np.float32)}))
+            np.testing.assert_allclose(
+                answer.outputs["logits"], expected.outputs["logits"], rtol=1e-5, atol=1e-5
+            )
+            assert answer.model_version == (version or "1") and answer.id == request_id
+            assert answer.outputs["logits"].shape == (rows, 10)
+        assert len(edge._requests._heads) == 5 and len(edge._responses._plans) == 4
+    local.close()

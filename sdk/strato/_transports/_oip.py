@@ -36,8 +36,11 @@ __all__ = [
     "request_header",
     "request_parts",
     "response_from",
+    "tensor_views",
 ]
 
+# Byte orders that are little-endian on the wire as they are ("=" only on a little-endian host).
+_LITTLE = ("<", "|", "=") if np.little_endian else ("<", "|")
 VERSION_HEADER = "X-Strato-Model-Version"
 PRECISION_HEADER = "X-Strato-Precision"
 # Signs one request: (method, url, headers, body) -> headers to send (SigV4 for the HTTP API).
@@ -150,6 +153,18 @@ def request_header(request: InferRequest, binary_outputs: bool) -> dict[str, Any
     return header
 
 
+def tensor_views(inputs: Mapping[str, np.ndarray[Any, Any]]) -> list[memoryview]:
+    """Each tensor's little-endian C-order bytes as a view (a copy only when not laid out so)."""
+    views = []
+    for array in inputs.values():
+        if array.flags.c_contiguous and array.dtype.byteorder in _LITTLE and array.size:
+            views.append(memoryview(array).cast("B"))  # type: ignore[arg-type]
+            continue
+        wire = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        views.append(wire.reshape(-1).view(np.uint8).data)
+    return views
+
+
 def request_parts(
     request: InferRequest, binary: bool
 ) -> tuple[list[bytes | memoryview], int, int | None]:
@@ -172,17 +187,17 @@ def request_parts(
     entries: list[dict[str, Any]] = []
     parts: list[bytes | memoryview] = [b""]
     size = 0
-    for name, array in request.inputs.items():
-        wire = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    for name, wire in zip(request.inputs, tensor_views(request.inputs), strict=True):
+        array = request.inputs[name]
         entries.append(
             {
                 "name": name,
-                "datatype": datatype_of(wire.dtype),
-                "shape": list(wire.shape),
+                "datatype": datatype_of(array.dtype.newbyteorder("<")),
+                "shape": list(array.shape),
                 "parameters": {"binary_data_size": wire.nbytes},
             }
         )
-        parts.append(wire.reshape(-1).view(np.uint8).data)
+        parts.append(wire)
         size += wire.nbytes
     header["inputs"] = entries
     encoded = dumps(header)
