@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from strato import InvalidInput, ModelNotFound, PayloadTooLarge, Timeout, Unauthorized, serving
 
+from strato_edge.fastpath import InferFastPath
 from strato_edge.idempotency import AnswerCache, request_key
 from strato_edge.metrics import Metrics
 from strato_edge.sagemaker import (
@@ -265,23 +266,16 @@ class EdgeServer:
         # A slow body holds a connection and a buffer: it gets the request deadline too.
         body = await _with_deadline(self._body(request, headers), self.config.timeout_s)
         header_length = serving.header_length_from(headers)
-        if uses_shared_memory(body, header_length):
-            return await self._infer_shm(request, body, header_length, served, sagemaker)
-        wants = accepted(headers) if sagemaker else None  # 406 before any work
-        decode: Callable[[], serving.DecodedRequest]
-        if sagemaker:  # the container contract: JSON, OIP binary, x-npy, csv
-            decode = functools.partial(decode_invocation, body, headers, served)
-        else:
-            decode = functools.partial(serving.decode, body, header_length=header_length)
+        if not sagemaker or uses_shared_memory(body, header_length):
+            answer = await self.answer(served, body, header_length, request.scope.get("client"))
+            return self._respond(answer, served, sagemaker)
+        wants = accepted(headers)  # 406 before any work
+        # the container contract: JSON, OIP binary, x-npy, csv
+        decode = functools.partial(decode_invocation, body, headers, served)
         if len(body) > DECODE_INLINE_BYTES:
             decoded = await asyncio.to_thread(decode)
         else:
             decoded = decode()
-        if not sagemaker and decoded.id is not None:
-            # A repeated id + body (an outbox resending) is answered again, not run again.
-            key = request_key(served.name, served.version, decoded.id, body, f"{header_length}")
-            answer = await self.answers.answer(key, functools.partial(self._run, decoded, served))
-            return self._respond(answer, served, sagemaker)
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
         if wants is not None and wants != "application/json":
             body = encode_array(decoded, outputs, wants)
@@ -293,30 +287,42 @@ class EdgeServer:
         )
         return self._respond(answer, served, sagemaker)
 
+    async def answer(
+        self, served: ServedModel, body: bytes, header_length: int | None, client: Any
+    ) -> serving.Answer:
+        """Decode, run (through the model's batcher, within the deadline) and encode one OIP
+        request; `client` is the ASGI peer, which shared memory must find local. The Starlette
+        route and `strato_edge.fastpath` both answer through here."""
+        if uses_shared_memory(body, header_length):
+            return await self._answer_shm(served, body, header_length, client)
+        if len(body) > DECODE_INLINE_BYTES:
+            decoded = await asyncio.to_thread(serving.decode, body, header_length=header_length)
+        else:
+            decoded = serving.decode(body, header_length=header_length)
+        if decoded.id is not None:
+            # A repeated id + body (an outbox resending) is answered again, not run again.
+            key = request_key(served.name, served.version, decoded.id, body, f"{header_length}")
+            return await self.answers.answer(key, functools.partial(self._run, decoded, served))
+        return await self._run(decoded, served)
+
     async def _run(self, decoded: serving.DecodedRequest, served: ServedModel) -> serving.Answer:
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
         return serving.encode(
             decoded, outputs, model_name=served.name, model_version=served.version
         )
 
-    async def _infer_shm(
-        self,
-        request: Request,
-        body: bytes,
-        header_length: int | None,
-        served: ServedModel,
-        sagemaker: bool,
-    ) -> Response:
+    async def _answer_shm(
+        self, served: ServedModel, body: bytes, header_length: int | None, client: Any
+    ) -> serving.Answer:
         """Tensors in registered regions: read in place, outputs written back into them."""
         if self.shm is None:
             raise InvalidInput(OFF)
-        require_local(request)
+        require_local(client)
         decoded, places = self.shm.decode(body, header_length)
         outputs = await _with_deadline(served.batcher.infer(decoded.inputs), self.config.timeout_s)
-        answer = self.shm.encode(
+        return self.shm.encode(
             decoded, outputs, places, model_name=served.name, model_version=served.version
         )
-        return self._respond(answer, served, sagemaker)
 
     def _respond(self, answer: serving.Answer, served: ServedModel, sagemaker: bool) -> Response:
         answer_headers = self._model_headers(served)
@@ -355,8 +361,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _json({"error": f"{request.method} {request.url.path}: {detail}"}, status)
 
 
-def create_app(config: ServeConfig) -> Starlette:
-    """The ASGI app for `config`; models load in its lifespan, before the port opens."""
+def create_app(config: ServeConfig) -> InferFastPath:
+    """The ASGI app for `config`; models load in its lifespan, before the port opens.
+
+    `POST …/infer` is answered on raw ASGI (`strato_edge.fastpath`); every other route by
+    Starlette behind it.
+    """
     server = EdgeServer(config)
     g = server.guarded
     routes = [  # the hot routes first: Starlette tries them in order
@@ -386,4 +396,4 @@ def create_app(config: ServeConfig) -> Starlette:
         exception_handlers={HTTPException: _http_error},
     )
     app.state.edge = server
-    return app
+    return InferFastPath(app, server)

@@ -27,9 +27,9 @@ __all__ = ["require_local", "shm_routes"]
 OFF = "system shared memory is off (start the daemon with --allow-shm)"
 
 
-def require_local(request: Request) -> None:
-    """Only a peer on this machine shares its memory: loopback TCP, or the Unix socket."""
-    client = request.scope.get("client")
+def require_local(client: Any) -> None:
+    """Only a peer on this machine shares its memory: loopback TCP, or the Unix socket (an ASGI
+    `client` of None)."""
     if client is not None and not is_loopback(str(client[0])):
         raise Unauthorized(f"shared memory is for clients on this machine, not {client[0]}")
 
@@ -50,11 +50,11 @@ def shm_routes(
         return shm
 
     async def status(request: Request) -> Response:
-        require_local(request)
+        require_local(request.scope.get("client"))
         return _json(regions().status(request.path_params.get("name")))
 
     async def register(request: Request) -> Response:
-        require_local(request)
+        require_local(request.scope.get("client"))
         body = await request.body()
         if len(body) > 4096:
             raise InvalidInput("a register request is a small JSON object")
@@ -62,7 +62,7 @@ def shm_routes(
         return _json({})
 
     async def unregister(request: Request) -> Response:
-        require_local(request)
+        require_local(request.scope.get("client"))
         regions().unregister(request.path_params.get("name"))
         return _json({})
 
