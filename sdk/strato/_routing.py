@@ -29,22 +29,17 @@ from strato._errors import (
     ConfigError,
     InvalidInput,
     StratoError,
-    Timeout,
     TransportError,
-    Unavailable,
 )
-from strato._failover import Failover, Outcome, Tried, all_failed, failure_kind
+from strato._failover import Failover, Outcome, all_failed, failure_kind
+from strato._hedging import hedge
 from strato._messages import InferRequest, InferResponse, Prediction
 from strato._route_steps import (
     Backend,
-    Cancel,
-    Finished,
     Hop,
     Metadata,
     ModelInfo,
-    Start,
     Steps,
-    Wait,
 )
 from strato.policies import Cascade, EdgeFirst, LatencySLO, Policy, Retry
 
@@ -53,20 +48,9 @@ if TYPE_CHECKING:
 
     from strato._breaker import BreakerConfig
 
-__all__ = ["Router", "hedge_delay", "named"]
+__all__ = ["Router", "named"]
 
 perf_counter = time.perf_counter
-
-
-def hedge_delay(policy: LatencySLO, edge: Backend, deadline: float) -> float:
-    """Seconds to wait for the edge before hedging: explicit, else its p95, else half the budget."""
-    if policy.hedge_after_ms is not None:
-        return policy.hedge_after_ms / 1e3
-    p95 = edge.latency.p95()
-    budget = max(0.0, deadline - perf_counter())
-    if p95 is None:
-        return budget / 2
-    return min(p95, budget)
 
 
 def _check_transport(slot: str, transport: Any, tier: str) -> None:
@@ -357,79 +341,8 @@ class Router(Failover):
     def hedge(
         self, policy: LatencySLO, request: InferRequest, deadline: float, info: ModelInfo
     ) -> Steps[Outcome]:
-        """The edge first; past `hedge_after`, the cloud too (if its breaker allows); first
-        answer wins, the other leg is cancelled."""
-        deadline = min(deadline, perf_counter() + policy.deadline_ms / 1e3)
-        edge = next((b for b in self.backends if b.tier == "edge"), None)
-        cloud = next((b for b in self.backends if b.tier == "cloud"), None)
-        if not info.cloud_allowed:
-            cloud = None
-        if edge is None or cloud is None or not edge.breaker.allow():
-            backends = [b for b in (edge, cloud) if b is not None]
-            return (yield from self.failover(backends, request, deadline, info))
-        hedge_after = hedge_delay(policy, edge, deadline)
-        edge_leg = yield Start(self.call(edge, request, deadline, info))
-        done: list[Finished] = yield Wait([edge_leg], hedge_after)
-        if done:
-            response, failed, tries = leg_result(done[0])
-            if response is not None and failed is None:
-                return response, "edge", tries, edge.answer_tier
-            assert failed is not None
-            earlier = ([f"edge-{failure_kind(failed)}"], [failed], tries)
-            return (yield from self.failover([cloud], request, deadline, info, earlier=earlier))
-        if not cloud.breaker.allow():
-            done = yield Wait([edge_leg], max(0.0, deadline - perf_counter()))
-            if not done:
-                yield Cancel([edge_leg])
-                raise Timeout("edge: no answer within the deadline (cloud-open)", backend="edge")
-            response, failed, tries = leg_result(done[0])
-            if failed is not None or response is None:
-                raise failed or Unavailable("edge: no answer", backend="edge")
-            return response, "edge (cloud-open, no hedge)", tries, edge.answer_tier
-        cloud_leg = yield Start(self.call(cloud, request, deadline, info))
-        return (
-            yield from self.first_answer(edge_leg, cloud_leg, edge, cloud, hedge_after, deadline)
-        )
-
-    def first_answer(
-        self,
-        edge_leg: Any,
-        cloud_leg: Any,
-        edge: Backend,
-        cloud: Backend,
-        hedge_after: float,
-        deadline: float,
-    ) -> Steps[Outcome]:
-        pending = [edge_leg, cloud_leg]
-        failures: list[TransportError] = []
-        after = f"hedge after {hedge_after * 1e3:.0f}ms"
-        try:
-            while pending:
-                done: list[Finished] = yield Wait(pending, max(0.0, deadline - perf_counter()))
-                if not done:
-                    break
-                for finished in done:
-                    pending.remove(finished.handle)
-                    response, failed, _ = leg_result(finished)
-                    if failed is None and response is not None:
-                        winner = edge if finished.handle is edge_leg else cloud
-                        return response, f"{after}: {winner.tier} won", 2, winner.answer_tier
-                    assert failed is not None
-                    failures.append(failed)
-        finally:
-            if pending:
-                yield Cancel(pending)
-        if failures and not pending:
-            raise all_failed(failures)
-        raise Timeout(f"no tier answered within the deadline ({after})", backend=None)
-
-
-def leg_result(finished: Finished) -> Tried:
-    """A hedge leg's outcome; a leg that raised bad input or a setup error raises it here."""
-    if finished.error is not None:
-        raise finished.error
-    result: Tried = finished.value
-    return result
+        """The `LatencySLO` policy (`strato._hedging`)."""
+        return (yield from hedge(self, policy, request, deadline, info))
 
 
 def named(model: str, x: Any, info: ModelInfo) -> dict[str, np.ndarray[Any, Any]]:

@@ -85,6 +85,7 @@ class TensorSpec:
         return DATATYPES[self.datatype]
 
     def to_dict(self) -> dict[str, Any]:
+        """`{"name", "datatype", "shape"}`, as OIP metadata and the manifest write it."""
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
     @classmethod

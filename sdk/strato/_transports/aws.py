@@ -121,6 +121,7 @@ class LambdaInvoke(Lambda):
         )
 
     def max_tensor_bytes(self, inputs: int) -> int:
+        """What fits the invoke payload once base64-encoded in the envelope."""
         return base64_budget(self.payload_limit, ENVELOPE_ALLOWANCE, inputs)
 
     def _invoke(self, payload: bytes, timeout: float) -> dict[str, Any]:
@@ -149,6 +150,7 @@ class LambdaInvoke(Lambda):
         return answer
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """One invoke; `timeout` bounds botocore's read (the bucket at or under it)."""
         timeout = timeout or self.timeout
         body, header_length = encode_request(request.inputs, outputs=request.outputs, id=request.id)
         envelope = pack(body, header_length, model=request.model, version=request.version)
@@ -166,6 +168,7 @@ class LambdaInvoke(Lambda):
         return response
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """The function's model metadata, through an HTTP API event in the same invoke."""
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
         answer = self._invoke(dumps(_http_event("GET", path)), self.timeout)
         status = int(answer.get("statusCode", 500))
@@ -208,9 +211,11 @@ class LambdaHttpApi(Lambda):
         self._http = OipHttp(http_url, timeout=timeout, name=self.name, tier="cloud", signer=signer)
 
     def max_tensor_bytes(self, inputs: int) -> int:
+        """What fits the HTTP API event once its body is base64-encoded in it."""
         return base64_budget(self.payload_limit, EVENT_ALLOWANCE, inputs)
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """`POST /v2/models/{model}/infer` on the HTTP API, refused before sending if too big."""
         tensors = sum(array.nbytes for array in request.inputs.values())
         event = -(-(tensors + HEADER_ALLOWANCE) // 3) * 4 + EVENT_ALLOWANCE
         if event > self.payload_limit:
@@ -218,9 +223,11 @@ class LambdaHttpApi(Lambda):
         return self._http.infer(request, timeout=timeout or self.timeout)
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """`GET /v2/models/{model}` on the HTTP API."""
         return self._http.metadata(model, version=version)
 
     def close(self) -> None:
+        """Close the HTTP connections."""
         self._http.close()
 
 
@@ -279,6 +286,7 @@ class SageMaker(Transport):
             return result, result["Body"].read()
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """One `invoke_endpoint` with binary OIP inputs; outputs come back as JSON."""
         # Outputs as JSON: SageMaker returns only the Content-Type, and classifier outputs are small.
         body, header_length = encode_request(
             request.inputs, outputs=request.outputs, binary_outputs=False, id=request.id
@@ -293,6 +301,8 @@ class SageMaker(Transport):
         return response_from(content, answer_length, request, self.name)
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """The container's model metadata (`CustomAttributes: strato-metadata`); a container
+        that does not answer it is a `ConfigError` (a setup to fix, not an outage)."""
         try:
             _, content = self._invoke(
                 b"{}", "application/json", self.timeout, CustomAttributes="strato-metadata"

@@ -51,9 +51,11 @@ class Transport:
         return binary_tensor_budget(self.payload_limit, inputs)
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """Send `request`; answer within `timeout` seconds (`Timeout` otherwise)."""
         raise NotImplementedError
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """OIP model metadata of `model` (strato's extras under `parameters`)."""
         raise NotImplementedError
 
     def ready(self, model: str) -> bool:
@@ -89,9 +91,11 @@ class AsyncTransport:
         return binary_tensor_budget(self.payload_limit, inputs)
 
     async def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """As `Transport.infer`, awaited."""
         raise NotImplementedError
 
     async def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """As `Transport.metadata`, awaited."""
         raise NotImplementedError
 
     async def ready(self, model: str) -> bool:

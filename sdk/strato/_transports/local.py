@@ -102,6 +102,7 @@ class Local(Transport):
         return load_engine(bundle, precision=self._precision, threads=self._threads)
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """Run the engine in this thread (`timeout` does not apply in process)."""
         served = self._served.get((request.model, request.version))
         if served is None:
             engine = self.engine(request.model, request.version)
@@ -115,9 +116,11 @@ class Local(Transport):
         return InferResponse(outputs, name, version, request.id, self.name, precision)
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """OIP metadata of the engine serving `model` (loading it if needed)."""
         return model_metadata(self.engine(model, version))
 
     def ready(self, model: str) -> bool:
+        """Can `model` be served from here?"""
         try:
             self.engine(model)
         except ModelNotFound:
@@ -125,6 +128,7 @@ class Local(Transport):
         return True
 
     def close(self) -> None:
+        """Close every loaded engine."""
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
