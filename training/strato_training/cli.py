@@ -142,20 +142,28 @@ def export_command(
     min_top1: Annotated[
         float, typer.Option(help="Smallest top-1 agreement torch vs ONNX Runtime.")
     ] = 0.99,
+    preprocessing: Annotated[
+        Path | None,
+        typer.Option(help="JSON recipe baked into the graph (raw uint8 pixels in); models.md."),
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a run to model.onnx (dynamic batch) and check parity with torch on the test split.
 
     Example: strato export runs/mlp --atol 1e-4
+
+    Raw uint8 NHWC pixels on the wire: strato export runs/cnn --preprocessing uint8.json
     """
     from strato_training.export import ExportConfig
+    from strato_training.import_config import read_preprocessing
     from strato_training.pipeline import export_run
 
     config = ExportConfig(opset=opset, exporter=exporter)
+    recipe = read_preprocessing(preprocessing) if preprocessing else None
     with _console().status("exporting to ONNX", spinner="dots") if not quiet else nullcontext():
         exported, parity = export_run(
-            run_dir, config=config, atol=atol, min_top1_agreement=min_top1
+            run_dir, config=config, atol=atol, min_top1_agreement=min_top1, preprocessing=recipe
         )
     if as_json:
         print_json({"onnx": exported.to_dict(), "parity": parity.to_dict()})

@@ -277,13 +277,16 @@ def write_export_info(
     parity: ParityReport,
     *,
     onnx_eval: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Record the exporter, opset, parity and the ONNX model's scores for `publish`."""
+    """Record the exporter, opset, parity and the ONNX model's scores for `publish` (`extra`:
+    the wire signature and recipe when preprocessing was baked in)."""
     info = {
         "onnx": result.to_dict() | {"path": result.path.name},
         "parity": parity.to_dict(),
         "onnx_eval": onnx_eval or {},
         "framework": framework_versions(result.exporter),
+        **(extra or {}),
     }
     target = Path(run_dir) / EXPORT_INFO
     target.write_text(json.dumps(info, indent=2) + "\n")

@@ -28,6 +28,7 @@ __all__ = [
     "read_signature",
     "rename_outputs",
     "save_model",
+    "to_raw",
 ]
 
 # ONNX protobufs cannot exceed 2 GiB; bigger models keep their weights in a side file.
@@ -250,6 +251,18 @@ class Preprocessing:
             x = x.transpose(0, 3, 1, 2)
         mean, std = self._stats(x.shape[1])
         return np.ascontiguousarray((x - mean[:, None, None]) / std[:, None, None], np.float32)
+
+
+def to_raw(recipe: Preprocessing, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The raw pixels that `recipe` turns into the float NCHW `x` (rounded to the raw dtype):
+    how a float test split is sent over the wire after preprocessing was baked in."""
+    mean, std = recipe._stats(x.shape[1])
+    pixels = (x * std[:, None, None] + mean[:, None, None]) / np.float32(recipe.scale)
+    if recipe.layout == "NHWC":
+        pixels = pixels.transpose(0, 2, 3, 1)
+    if recipe.dtype == "uint8":
+        return np.ascontiguousarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+    return np.ascontiguousarray(pixels, np.float32)
 
 
 def _pick_input(signature: GraphSignature, wanted: str | None) -> TensorSpec:

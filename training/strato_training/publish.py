@@ -139,19 +139,26 @@ def build_bundle(
     training |= {
         k: info[k] for k in ("best_epoch", "stopped_early", "world_size", "seconds", "parameters")
     }
+    model_input = TensorSpec(onnx_info["input_name"], "FP32", (-1, *info["input_shape"]))
+    preprocessing = preprocessing_for(tuple(info["input_shape"]), info["config"]["dataset"])
+    inputs, extra = [model_input], {"training": training}
+    if "wire" in export:  # preprocessing baked into the graph: the wire takes raw pixels
+        inputs = [TensorSpec.from_dict(spec) for spec in export["wire"]["inputs"]]
+        preprocessing = export["preprocessing"] | {"dataset": info["config"]["dataset"]}
+        extra["model_signature"] = export["model_signature"]
     return make_bundle(
         staging,
         name=name,
         version=version,
-        inputs=[TensorSpec(onnx_info["input_name"], "FP32", (-1, *info["input_shape"]))],
+        inputs=inputs,
         outputs=[TensorSpec(onnx_info["output_name"], "FP32", (-1, len(labels)))],
         artifacts=artifacts,
         framework=export["framework"],
         opset=int(onnx_info["opset"]),
         labels=labels,
-        preprocessing=preprocessing_for(tuple(info["input_shape"]), info["config"]["dataset"]),
+        preprocessing=preprocessing,
         metrics=_metrics(export, report, [a["path"] for a in artifacts]),
-        extra={"training": training},
+        extra=extra,
     )
 
 

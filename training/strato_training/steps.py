@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from strato import Bundle, ModelRef, Registry
 
     from strato_training.data import Dataset
+    from strato_training.graph import Preprocessing
 
 __all__ = [
     "Exported",
@@ -93,11 +94,28 @@ def export_step(
     config: ExportConfig | None = None,
     atol: float = 1e-4,
     min_top1_agreement: float = 0.99,
+    preprocessing: Preprocessing | None = None,
 ) -> Exported:
-    """Export the trained model, gate it on parity over the test split, record export.json."""
+    """Export the trained model, gate it on parity over the test split, record export.json.
+
+    With `preprocessing`, the recipe is baked into the graph and the gate runs through it
+    (`strato_training.bake`): the bundle then takes raw pixels on every tier."""
     exported = export_onnx(
         result.model, run_dir / ONNX_MODEL, input_shape=result.input_shape, config=config
     )
+    if preprocessing is not None:
+        from strato_training.bake import bake_run
+
+        exported, parity = bake_run(
+            run_dir,
+            result,
+            exported,
+            dataset,
+            preprocessing,
+            atol=atol,
+            min_top1_agreement=min_top1_agreement,
+        )
+        return Exported(exported, parity)
     parity = record_parity(
         run_dir, result, exported, dataset, atol=atol, min_top1_agreement=min_top1_agreement
     )
@@ -112,12 +130,19 @@ def export_run(
     min_top1_agreement: float = 0.99,
     result: TrainResult | None = None,
     dataset: Dataset | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[ExportResult, ParityReport]:
     """`export_step` on a run folder (the model and dataset are loaded when not given)."""
     result = result or load_run(run_dir)
     dataset = dataset or dataset_for(result.config)
     done = export_step(
-        run_dir, result, dataset, config=config, atol=atol, min_top1_agreement=min_top1_agreement
+        run_dir,
+        result,
+        dataset,
+        config=config,
+        atol=atol,
+        min_top1_agreement=min_top1_agreement,
+        preprocessing=preprocessing,
     )
     return done.export, done.parity
 
