@@ -22,17 +22,11 @@ Every failure is a `strato.QuantizationError` naming the recipe and, when ORT sa
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import tempfile
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from strato import ConfigError, QuantizationError
+from strato import ConfigError
 
 from strato_training.measure import (
     Feeds,
@@ -45,9 +39,11 @@ from strato_training.measure import (
     run_outputs,
     take_rows,
 )
+from strato_training.ort_tools import failure, preprocessed, private_cwd
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
+    from pathlib import Path
 
 __all__ = [
     "MODES",
@@ -126,82 +122,6 @@ class QuantizedArtifact:
         }
 
 
-_CWD_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _private_cwd() -> Iterator[Path]:
-    """Run ORT's tools inside a temporary working directory, so what they drop there on failure
-    never lands in the caller's. Paths given to them must be absolute."""
-    with _CWD_LOCK, tempfile.TemporaryDirectory(prefix="strato-ort-") as tmp:
-        previous = os.getcwd()
-        os.chdir(tmp)
-        try:
-            yield Path(tmp)
-        finally:
-            os.chdir(previous)
-
-
-_NODE = re.compile(r"[Nn]ode(?: name)?[ :(]+'?\"?([\w/.:\-]+)")
-
-
-def _failure(recipe: str, source: Path, exc: Exception) -> QuantizationError:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    found = _NODE.search(str(exc))
-    node = found.group(1) if found else ""
-    where = f" at node {node!r}" if node else ""
-    return QuantizationError(
-        f"{recipe} quantization of {source.name} failed{where}: {message}", recipe=recipe, node=node
-    )
-
-
-def preprocessed(fp32_path: Path, workdir: Path) -> tuple[Path, tuple[str, ...]]:
-    """ORT's pre-pass (shape inference + graph folding) before quantization, cached in
-    `workdir`. A symbolic-shape-inference failure is retried without it and reported."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    out = (workdir / f".{fp32_path.stem}.pre.onnx").resolve()
-    note_file = out.with_suffix(".notes")
-    if out.exists():
-        kept = note_file.read_text().splitlines() if note_file.exists() else []
-        return out, tuple(kept)
-    notes: list[str] = []
-    with _private_cwd():
-        try:
-            quant_pre_process(str(fp32_path.resolve()), str(out), skip_symbolic_shape=False)
-        except Exception as exc:
-            notes.append(
-                f"symbolic shape inference failed ({str(exc).strip() or type(exc).__name__}); "
-                "quantized with ONNX shape inference only"
-            )
-            try:
-                quant_pre_process(str(fp32_path.resolve()), str(out), skip_symbolic_shape=True)
-            except Exception as again:
-                raise _failure("pre-process", fp32_path, again) from again
-    _name_nodes(out)
-    note_file.write_text("\n".join(notes))
-    return out, tuple(notes)
-
-
-def _name_nodes(path: Path) -> None:
-    """Give every unnamed node a stable name (`<op>_<index>`): layers are excluded by name."""
-    import onnx
-
-    model = onnx.load(str(path))
-    taken = {node.name for node in model.graph.node if node.name}
-    renamed = False
-    for index, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{index}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-            renamed = True
-    if renamed:
-        onnx.save(model, str(path))
-
-
 class _SampleReader:
     """ORT's CalibrationDataReader protocol over named arrays: a few rows per `get_next()`."""
 
@@ -248,7 +168,7 @@ def quantize_int8_static(
     source, notes = preprocessed(fp32_path.resolve(), out_path.parent)
     feeds = as_feeds(ort_session(source), samples)
     qdq = fmt == "qdq"
-    with _private_cwd():
+    with private_cwd():
         try:
             quantize_static(
                 str(source),
@@ -267,7 +187,7 @@ def quantize_int8_static(
                 },
             )
         except Exception as exc:
-            raise _failure(fmt, fp32_path, exc) from exc
+            raise failure(fmt, fp32_path, exc) from exc
     return out_path, notes
 
 
@@ -278,7 +198,7 @@ def quantize_int8_dynamic(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source, notes = preprocessed(fp32_path.resolve(), out_path.parent)
-    with _private_cwd():
+    with private_cwd():
         try:
             quantize_dynamic(
                 str(source),
@@ -290,7 +210,7 @@ def quantize_int8_dynamic(
                 extra_options={"MatMulConstBOnly": True},
             )
         except Exception as exc:
-            raise _failure("dynamic", fp32_path, exc) from exc
+            raise failure("dynamic", fp32_path, exc) from exc
     return out_path, notes
 
 
@@ -306,12 +226,12 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     source = fp32_path.resolve()
-    with _private_cwd():
+    with private_cwd():
         try:
             model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
             onnx.save(model, str(out_path.resolve()))
         except Exception as exc:
-            raise _failure("fp16", fp32_path, exc) from exc
+            raise failure("fp16", fp32_path, exc) from exc
     return out_path
 
 
