@@ -294,3 +294,50 @@ def test_strato_import_cli_refuses_a_module_without_examples(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "needs --example" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class Wide(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)  # type: ignore[no-any-return]
+
+
+def test_strato_import_then_optimizes_on_the_users_rows(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    np.savez(tmp_path / "ex.npz", features=rows[:4])
+    np.savez(tmp_path / "rows.npz", features=rows)
+    (tmp_path / "wide.py").write_text("from test_import import Wide\n")
+    paths = [str(tmp_path), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    done = subprocess.run(
+        [
+            STRATO,
+            "import",
+            "wide:Wide",
+            "--example",
+            str(tmp_path / "ex.npz"),
+            "--name",
+            "wide",
+            "--task",
+            "regression",
+            "--optimize-data",
+            str(tmp_path / "rows.npz"),
+            "--registry",
+            str(tmp_path / "reg"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ":".join(paths)},
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert answer["ref"] == "wide:1" and answer["optimize"]["ref"] == "wide:2"
+    manifest = Registry(tmp_path / "reg").manifest("wide:2")
+    assert manifest.task == "regression" and manifest.extra["parent"] == "wide:1"
+    assert manifest.serving["default"] == answer["optimize"]["default"]

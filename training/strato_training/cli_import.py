@@ -62,6 +62,12 @@ def import_command(
     atol: Annotated[float, typer.Option(help="Largest difference the parity gate allows.")] = 1e-4,
     exporter: Annotated[str, typer.Option(help="auto | dynamo | legacy.")] = "auto",
     opset: Annotated[int, typer.Option(help="ONNX opset for an exported module.")] = 18,
+    optimize_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Then quantize on these rows (.npz, one array per input), gated by the task."
+        ),
+    ] = None,
     registry: registry_option = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     as_json: JsonOpt = False,
@@ -114,24 +120,29 @@ def import_command(
 
                 raise ConfigError(f"importing the module {source!r} needs --example FILE.npz")
             bundle = import_module(source, examples, config, registry=reg, on_step=on_step)
-    _report(bundle, reg.url, as_json)
+        optimized = None
+        if optimize_data is not None:
+            from strato_training.steps import optimize_imported
+
+            on_step("quantize, gate by task, pick the default")
+            optimized = optimize_imported(reg, bundle.ref, optimize_data, alias=alias)
+    _report(bundle, reg.url, as_json, optimized.summary if optimized else None)
 
 
-def _report(bundle: Any, registry: str, as_json: bool) -> None:
+def _report(bundle: Any, registry: str, as_json: bool, optimized: dict[str, Any] | None) -> None:
     manifest = bundle.manifest
     parity = manifest.metrics["model.onnx"]["parity"]
     if as_json:
-        print_json(
-            {
-                "ref": bundle.ref,
-                "registry": registry,
-                "task": manifest.task,
-                "inputs": [s.to_dict() for s in manifest.inputs],
-                "outputs": [s.to_dict() for s in manifest.outputs],
-                "parity": parity,
-                "exporter": manifest.framework.get("exporter"),
-            }
-        )
+        answer = {
+            "ref": bundle.ref,
+            "registry": registry,
+            "task": manifest.task,
+            "inputs": [s.to_dict() for s in manifest.inputs],
+            "outputs": [s.to_dict() for s in manifest.outputs],
+            "parity": parity,
+            "exporter": manifest.framework.get("exporter"),
+        }
+        print_json(answer | ({"optimize": optimized} if optimized else {}))
         return
     typer.echo(f"imported {bundle.ref} ({manifest.task}) into {registry}")
     for spec in manifest.inputs:
@@ -142,3 +153,5 @@ def _report(bundle: Any, registry: str, as_json: bool) -> None:
             f"  output {spec.name} {spec.datatype} {list(spec.shape)}  parity max |diff| {diff:.3g}"
         )
     typer.echo(f"  parity vs {parity['reference']} on {len(parity['probes'])} probes")
+    if optimized:
+        typer.echo(f"optimized into {optimized['ref']}: serving default {optimized['default']}")

@@ -42,6 +42,7 @@ __all__ = [
     "export_run",
     "export_step",
     "load_data",
+    "optimize_imported",
     "optimize_step",
     "predict_step",
     "publish_step",
@@ -209,6 +210,27 @@ def optimize_step(
 
     # optimize's Dataset protocol declares writable x/y; data.Split is frozen (read-only).
     new_ref, summary = optimize_bundle(registry, ref, cast("Any", dataset), alias=alias)
+    return Optimized(new_ref, summary)
+
+
+def optimize_imported(
+    registry: Registry,
+    ref: ModelRef | str,
+    data: str | Path,
+    *,
+    targets: str | Path | None = None,
+    alias: str | None = None,
+) -> Optimized:
+    """`strato import`'s optimize step: quantize (and, for a classifier, calibrate) an imported
+    bundle on the user's rows (`data`: one named array per input, `targets` optional), gated by
+    the manifest's task, into its next version."""
+    from strato_training.optimize import optimize_bundle
+    from strato_training.quantize_data import QuantizeData
+
+    bundle = registry.open(ref)
+    names = [spec.name for spec in bundle.manifest.inputs]
+    rows = QuantizeData.load(data, targets, input_names=names)
+    new_ref, summary = optimize_bundle(registry, bundle.ref, data=rows, alias=alias)
     return Optimized(new_ref, summary)
 
 
