@@ -207,3 +207,20 @@ def test_thousands_of_half_open_connections_keep_health_and_the_watcher_alive(
             sock.close()
         _stop(process)
     assert "Too many open files" not in log.read_text()
+
+
+def test_a_body_that_never_ends_gets_the_request_deadline(tiny_registry, edge_server):
+    server = edge_server(Path(tiny_registry.url), timeout_s=0.5)
+    for path in (b"/v2/models/tiny/infer", b"/invocations"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST " + path + b' HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{"in'
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:  # a socket timeout here: the server waits forever
+                chunk = sock.recv(65536)
+                assert chunk, "closed without an answer"
+                answer += chunk
+        assert _status(answer) == 504, answer
+    with server.client() as http:
+        assert http.get("/v2/health/ready").status_code == 200
