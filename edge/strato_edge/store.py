@@ -24,6 +24,7 @@ from strato.serving import model_metadata
 from strato_edge.batcher import Batcher
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from concurrent.futures import Executor
     from pathlib import Path
 
@@ -56,8 +57,12 @@ class ServedModel:
         return self.engine.precision
 
 
-def served_versions(root: Path) -> dict[str, str]:
-    """name -> the version a daemon serves from `root` (blocking: reads the disk)."""
+def served_versions(root: Path, current: Mapping[str, str] | None = None) -> dict[str, str]:
+    """name -> the version a daemon serves from `root` (blocking: reads the disk).
+
+    A malformed `aliases.json` keeps the version in `current` (what is served now), else the
+    newest; it is logged, never fatal.
+    """
     if (root / MANIFEST).is_file():
         manifest = Manifest.read(root / MANIFEST)
         return {manifest.name: manifest.version}
@@ -67,9 +72,10 @@ def served_versions(root: Path) -> dict[str, str]:
         versions = registry.versions(name)
         try:
             aliases = registry.aliases(name)
-        except StratoError as exc:  # a malformed aliases.json: serve the newest, say why
-            log.warning("%s", exc)
-            aliases = {}
+        except StratoError as exc:
+            log.warning("%s; keeping what is served", exc)
+            kept = (current or {}).get(name)
+            aliases = {SERVED_ALIASES[0]: kept} if kept else {}
         pick = next((aliases[a] for a in SERVED_ALIASES if aliases.get(a) in versions), None)
         chosen[name] = pick or versions[-1]
     return chosen
@@ -215,7 +221,7 @@ class ModelStore:
     async def refresh(self) -> list[str]:
         """Apply changes of the store; returns `name:version` of each model newly served."""
         try:
-            wanted = await asyncio.to_thread(served_versions, self.root)
+            wanted = await asyncio.to_thread(served_versions, self.root, dict(self._served))
         except (StratoError, OSError, ValueError) as exc:
             log.warning("cannot read store %s: %s", self.root, exc)
             return []

@@ -178,3 +178,25 @@ def test_default_store_is_not_the_default_registry(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert source.versions("tiny") == ["1", "2", "3", "4", "5"]  # nothing pruned
     assert Registry(".strato/device").versions("tiny") == ["5"]
+
+
+def test_a_serving_daemon_keeps_its_version_through_bad_store_metadata(tmp_path, edge_server):
+    """A torn/malformed aliases.json or a `²` folder in the store never stops or switches the
+    daemon: it keeps serving what it served, and says why in the log."""
+    source = _source(tmp_path, versions=2)
+    store = tmp_path / "device"
+    pull("tiny:1", source=source, store=store)
+    shutil.copytree(source.store.root / "tiny" / "2", store / "tiny" / "2")  # newest, not current
+    shutil.copytree(store / "tiny" / "1", store / "tiny" / "²")
+    server = edge_server(store)
+    with server.client() as http:
+        assert http.get("/v2/health/ready").status_code == 200
+        assert http.get("/v2/models/tiny").json()["versions"] == ["1", "2"]
+        aliases = store / "tiny" / "aliases.json"
+        aliases.write_text(aliases.read_text().rstrip().rstrip("}") + ",}")
+        time.sleep(1.0)  # ten store checks at watch_interval_s=0.1
+        assert http.get("/v2/health/ready").status_code == 200
+        assert http.get("/v2/models/tiny/ready").status_code == 200
+        assert served_versions(store, {"tiny": "1"}) == {"tiny": "1"}
+        metadata = http.get("/v2/models/tiny").json()
+        assert metadata["parameters"]["version"] == "1", metadata  # not switched to the newest
