@@ -106,6 +106,8 @@ def _strato_commands() -> list[tuple[str, str]]:
         for block in blocks(doc):
             for command in block.commands:
                 words = shlex.split(command.text, comments=True)
+                if words[-1:] == ["&"]:  # started in the background: the command is the rest
+                    words = words[:-1]
                 if words[:1] == ["strato"]:
                     commands.append((f"{doc.name}:{command.line}", shlex.join(words)))
     return commands
@@ -202,7 +204,8 @@ def test_the_commands_of_a_doc_run_as_written(doc, sandbox):
                 text = _substitute(command.text, root, ports)
                 where = f"{doc.name}:{command.line}: {command.text}"
                 if text.startswith(BACKGROUND):  # its output goes to a file: a pipe would fill
-                    text = shlex.join(shlex.split(text, comments=True))
+                    words = shlex.split(text, comments=True)
+                    text = shlex.join(words[:-1] if words[-1:] == ["&"] else words)
                     if "--port" not in text:  # the default port becomes a free one too
                         default = "3001" if "cloud local" in text else "8000"
                         text = f"{text} --port {ports[default]}"
