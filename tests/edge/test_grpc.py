@@ -165,3 +165,37 @@ def test_the_token_is_required_as_metadata(tiny_registry, edge_server, digit_bat
         assert result.as_numpy("logits").shape == (4, 10)
     finally:
         client.close()
+
+
+def test_strato_edge_serve_grpc_port_from_the_command_line(tiny_registry):
+    """The real console script: `--grpc-port 0` picks a port, the serving line names it."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    strato = str(Path(sys.executable).with_name("strato"))
+    process = subprocess.Popen(
+        [strato, "edge", "serve", "--store", tiny_registry.url, "--port", "0", "--grpc-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "STRATO_EDGE_TOKEN": ""},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        deadline, port = time.monotonic() + 60, None
+        while port is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "serve exited"
+            found = re.search(r"gRPC \(KServe v2\) on 127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        assert port, "no gRPC line"
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+        assert client.is_server_ready() and client.is_model_ready("tiny")
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
