@@ -155,7 +155,7 @@ def test_off_unless_allowed(tiny_server, regions, digit_batch):
     finally:
         client.close()
     # and Edge(shared_memory=True) just sends binary tensors
-    with Edge(tiny_server.url, shared_memory=True) as edge:
+    with Edge(tiny_server.url, shared_memory=True, shm_min_bytes=0) as edge:
         answer = edge.infer(InferRequest("tiny", {"input": digit_batch}))
         assert answer.outputs["logits"].shape == (4, 10) and not edge.uses_shared_memory
 
@@ -173,7 +173,7 @@ def test_edge_uses_shared_memory_over_a_unix_socket(tiny_registry, tmp_path, dig
     try:
         local = Local(tiny_registry)
         for url in (f"unix://{sock}", proc.url):
-            with Edge(url, shared_memory=True) as edge:
+            with Edge(url, shared_memory=True, shm_min_bytes=0) as edge:
                 for batch in (digit_batch, digit_batch[:1], np.concatenate([digit_batch] * 8)):
                     answer = edge.infer(InferRequest("tiny", {"input": batch}, id="e1"))
                     expected = local.infer(InferRequest("tiny@prod", {"input": batch}))
@@ -188,6 +188,9 @@ def test_edge_uses_shared_memory_over_a_unix_socket(tiny_registry, tmp_path, dig
                 ours = {r["name"] for r in json.loads(body)}
                 assert status == 200 and ours == _own_shm_objects() and len(ours) == 2
             assert not _own_shm_objects()  # closed: unregistered and unlinked
+        with Edge(f"unix://{sock}", shared_memory=True) as small:  # 3 KB: binary is cheaper
+            assert small.infer(InferRequest("tiny", {"input": digit_batch[:1]})).outputs
+            assert not small.uses_shared_memory and not _own_shm_objects()
         with Edge(f"unix://{sock}") as plain:  # the Unix socket without shared memory
             assert plain.infer(InferRequest("tiny", {"input": digit_batch})).outputs
             assert plain.raw("GET", "/v2/systemsharedmemory/status")[2] == b"[]"

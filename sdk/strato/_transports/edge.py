@@ -225,12 +225,18 @@ class _EdgeWire:
         return f"{type(self).__name__}({self.url!r}, name={self.name!r}, tier={self.tier!r})"
 
 
+def _nbytes(request: InferRequest) -> int:
+    return sum(array.nbytes for array in request.inputs.values())
+
+
 class Edge(_EdgeWire, Transport):
     """The device daemon (`strato edge serve`), binary tensors by default.
 
     `url` is `http://host:port` or `unix:///run/strato.sock` (`strato edge serve --uds`).
     `shared_memory=True` moves tensors through Triton's system shared-memory extension when
     the daemon is on this machine and offers it (`--allow-shm`); otherwise it changes nothing.
+    Requests whose inputs total under `shm_min_bytes` still go as binary tensors: below ~64 KiB
+    the extra JSON of the shared-memory form costs more than sending the bytes.
 
     >>> client = Client(edge=Edge("http://127.0.0.1:8000", token="..."), cloud=Lambda("strato-infer"))
     """
@@ -246,11 +252,13 @@ class Edge(_EdgeWire, Transport):
         tier: str | None = None,
         max_connections: int = 32,
         shared_memory: bool = False,
+        shm_min_bytes: int = 64 * 1024,
     ) -> None:
         self._setup(url, token, binary, timeout, name, tier)
         self._pool = Http11Pool(self.endpoint, max_idle=max_connections)
         self._shm: ShmSession | None = None
         self._shm_wanted = shared_memory and self.endpoint.is_local
+        self._shm_min_bytes = shm_min_bytes
 
     def _exchange(self, parts: list[bytes | memoryview], timeout: float) -> Http11Response:
         try:  # `translating_wire`, inlined: a generator context manager per call costs ~1 µs
@@ -264,7 +272,7 @@ class Edge(_EdgeWire, Transport):
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
         timeout = timeout or self.timeout
-        if self._shm_wanted:
+        if self._shm_wanted and _nbytes(request) >= self._shm_min_bytes:
             shm = self._shm if self._shm is not None else self._start_shm()
             if shm is not None:
                 return shm.infer(request, timeout)
