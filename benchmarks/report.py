@@ -36,6 +36,7 @@ RESULTS = BENCHMARKS / "results"
 ORDER = [
     ("sdk_overhead", "SDK overhead: Client.predict vs a bare engine / HTTP call"),
     ("edge_server", "Edge throughput and dynamic batching, vs the MLServer baseline"),
+    ("edge_latency", "Edge data path: batch-1 latency per client, shared memory, vs the floor"),
     ("quantization", "Quantization: size, accuracy and latency of int8 vs fp32"),
     ("cold_start", "Cold start of the Lambda handler vs ONNX Runtime and torch"),
     ("soak", "Soak: edge under load, client across edge crashes"),

@@ -1,0 +1,367 @@
+"""Edge data path at batch 1: what each client pays to reach `strato edge serve` on this machine.
+
+For the demo-sized MLP (1x1x28x28 float32, 3 KB) and a 3x224x224 float32 image (602 KB, a
+global-average-pool head, so inference is small and the bytes dominate), p50/p99 of:
+
+- floor: a raw socket to a do-nothing asyncio HTTP responder (benchmarks/_trivial_responder.py)
+  sending the same request bytes; what any Python server on this loop spends at least;
+- raw socket → edge (prebuilt request bytes), `http.client`, httpx, all the same binary request;
+- `Client(Edge)` over TCP, over the Unix socket (`--uds`), with system shared memory
+  (`--allow-shm`, `Edge(..., shared_memory=True)`), and `Client(Local)` in-process.
+
+Clients run interleaved in rounds so drifting background load hits all alike. Then edge
+throughput at c=64 (MLP) beside the bare Starlette+ORT endpoint of benchmarks/edge_server.py.
+
+    .venv/bin/python benchmarks/edge_latency.py            # 2,000 calls per client and model
+    .venv/bin/python benchmarks/edge_latency.py --quick    # 300 calls, 2 x 1.5 s throughput
+
+Writes benchmarks/results/edge_latency.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _edge_latency_models import build_registry  # noqa: E402
+from _edge_latency_report import write_chart, write_markdown  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+FLOOR = "floor: raw socket → uvloop protocol responder"
+STREAMS_FLOOR = "floor: raw socket → asyncio streams responder"
+GOALS = {"client": 1.3, "server": 1.5, "shm_vs_local": 3.0, "throughput": 1.2}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready in 120 s")
+
+
+def _ready_http(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/v2/health/ready")
+        return connection.getresponse().status == 200
+    finally:
+        connection.close()
+
+
+def start_servers(root: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(root / "servers.log", "wb")  # noqa: SIM115 - closed with the processes
+    floor_port, streams_port = _free_port(), _free_port()
+    edge_port, bare_port = _free_port(), _free_port()
+    uds = str(root / "edge.sock")
+    strato = str(Path(sys.executable).with_name("strato"))
+    argv = {
+        "floor": [sys.executable, str(HERE / "_trivial_responder.py"), "--port", str(floor_port)],
+        "streams": [
+            sys.executable, str(HERE / "_trivial_responder.py"), "--port", str(streams_port),
+            "--streams",
+        ],
+        "edge": [
+            strato, "edge", "serve", "--store", str(root / "registry"), "--port", str(edge_port),
+            "--uds", uds, "--allow-shm", "--threads", "1", "--watch-interval", "0",
+            "--log-level", "warning",
+        ],
+        "bare": [
+            sys.executable, str(HERE / "_edge_bare_server.py"), "--store",
+            str(root / "registry"), "--port", str(bare_port),
+        ],
+    }  # fmt: skip
+    processes = {
+        name: subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**env, "OMP_NUM_THREADS": "1"}
+        )
+        for name, args in argv.items()
+    }
+
+    def listening(port: int) -> Callable[[], bool]:
+        def ready() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        return ready
+
+    _wait(listening(floor_port), processes["floor"], "the floor responder")
+    _wait(listening(streams_port), processes["streams"], "the streams floor responder")
+    _wait(lambda: _ready_http(edge_port), processes["edge"], "strato edge serve")
+    _wait(lambda: _ready_http(bare_port), processes["bare"], "the bare Starlette server")
+    return {
+        "processes": processes,
+        "log": log,
+        "floor_port": floor_port,
+        "streams_port": streams_port,
+        "edge_port": edge_port,
+        "bare_port": bare_port,
+        "uds": uds,
+    }
+
+
+# --- the clients -------------------------------------------------------------------------------
+class RawSocket:
+    """Prebuilt request bytes, one `sendall`, read by Content-Length: the least a client does."""
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request = request
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def __call__(self) -> None:
+        self.sock.sendall(self.request)
+        data = b""
+        while (end := data.find(b"\r\n\r\n")) < 0:
+            data += self._recv()
+        length = 0
+        for line in data[:end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        have = len(data) - end - 4
+        while have < length:
+            have += len(self._recv())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def clients_for(
+    servers: dict[str, Any], model: str, x: np.ndarray, registry: Path
+) -> dict[str, tuple[Callable[[], Any], Callable[[], None]]]:
+    """name -> (one call, close)."""
+    import httpx
+    from strato import Client, Edge, Local
+    from strato_edge.bench import build_request
+
+    path = f"/v2/models/{model}/infer"
+    edge_url = f"http://127.0.0.1:{servers['edge_port']}"
+    _, _, request = build_request(edge_url, path, {"input": x}, binary=True)
+    head, _, body = request.partition(b"\r\n\r\n")
+    headers = {
+        k.decode(): v.strip().decode()
+        for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        if k.lower() not in (b"host", b"content-length")
+    }
+    floor = RawSocket(servers["floor_port"], request)
+    streams = RawSocket(servers["streams_port"], request)
+    raw = RawSocket(servers["edge_port"], request)
+    stdlib = http.client.HTTPConnection("127.0.0.1", servers["edge_port"])
+
+    def stdlib_call() -> None:
+        stdlib.request("POST", path, body=body, headers=headers)
+        stdlib.getresponse().read()
+
+    general = httpx.Client(base_url=edge_url)
+    tcp = Client(edge=Edge(edge_url))
+    uds = Client(edge=Edge(f"unix://{servers['uds']}"))
+    shm = Client(edge=Edge(f"unix://{servers['uds']}", shared_memory=True))
+    local = Client(edge=Local(str(registry / "registry"), threads=1))
+    return {
+        FLOOR: (floor, floor.close),
+        STREAMS_FLOOR: (streams, streams.close),
+        "raw socket → edge": (raw, raw.close),
+        "http.client → edge": (stdlib_call, stdlib.close),
+        "httpx → edge": (lambda: general.post(path, content=body, headers=headers).read(), general.close),
+        "Client(Edge) TCP": (lambda: tcp.predict(model, x), tcp.close),
+        "Client(Edge) UDS": (lambda: uds.predict(model, x), uds.close),
+        "Client(Edge) UDS + shared memory": (lambda: shm.predict(model, x), shm.close),
+        "Client(Local)": (lambda: local.predict(model, x), local.close),
+    }  # fmt: skip
+
+
+def measure(clients: dict[str, Any], calls: int, rounds: int, warmup: int) -> dict[str, Any]:
+    samples: dict[str, list[int]] = {name: [] for name in clients}
+    for call, _ in clients.values():
+        for _ in range(warmup):
+            call()
+    per_round = max(1, calls // rounds)
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for name, (call, _) in clients.items():
+            timings = samples[name]
+            for _ in range(per_round):
+                started = clock()
+                call()
+                timings.append(clock() - started)
+    stats = {}
+    for name, timings in samples.items():
+        micros = np.array(timings) / 1000.0
+        stats[name] = {
+            "p50_us": float(np.percentile(micros, 50)),
+            "p99_us": float(np.percentile(micros, 99)),
+            "mean_us": float(micros.mean()),
+            "calls": len(timings),
+        }
+    return stats
+
+
+def throughput(servers: dict[str, Any], x: np.ndarray, args: argparse.Namespace) -> list[Any]:
+    """c=64 req/s per server and body: interleaved rounds, best kept (neighbours on a shared
+    machine only ever slow a run down, and each round hits every server alike)."""
+    from strato_edge.bench import run_bench
+
+    points = [
+        ("strato edge", servers["edge_port"], True),
+        ("strato edge", servers["edge_port"], False),
+        ("bare starlette+ort", servers["bare_port"], False),
+    ]
+    best: dict[tuple[str, bool], dict[str, Any]] = {}
+    for _ in range(args.throughput_rounds):
+        for name, port, binary in points:
+            result = run_bench(
+                f"http://127.0.0.1:{port}", "/v2/models/mlp/infer", {"input": x}, model="mlp",
+                concurrency=64, duration_s=args.duration, binary=binary, warmup_s=args.warmup,
+            )  # fmt: skip
+            row = {"server": name, **result.to_dict()}
+            kept = best.get((name, binary))
+            if kept is None or row["throughput"] > kept["throughput"]:
+                best[(name, binary)] = row
+            print(f"{name:20s} {row['body']:6s} c=64 {result.throughput:8.0f} req/s", flush=True)
+    return list(best.values())
+
+
+def ratios(latency: dict[str, Any], rows: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model, stats in latency.items():
+        p50 = {name: s["p50_us"] for name, s in stats.items()}
+        raw = p50["raw socket → edge"]
+        out[model] = {
+            "client_vs_raw": p50["Client(Edge) TCP"] / raw,
+            "server_vs_floor": raw / p50[STREAMS_FLOOR],
+            "server_vs_uvloop_floor": raw / p50[FLOOR],
+            "shm_vs_local": p50["Client(Edge) UDS + shared memory"] / p50["Client(Local)"],
+            "uds_vs_tcp": p50["Client(Edge) UDS"] / p50["Client(Edge) TCP"],
+        }
+    by = {(r["server"], r["body"]): r["throughput"] for r in rows}
+    bare = by.get(("bare starlette+ort", "json")) or float("nan")
+    out["throughput"] = {
+        "binary_vs_bare": by.get(("strato edge", "binary"), 0.0) / bare,
+        "json_vs_bare": by.get(("strato edge", "json"), 0.0) / bare,
+    }
+    return out
+
+
+def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """REPORT.md's headline rows: each goal's ratio with its verdict."""
+    r = report["ratios"]
+    rows = [
+        ("Client(Edge) / raw socket, MLP b1 p50", r["mlp"]["client_vs_raw"], "client", True),
+        ("edge / asyncio-streams responder, MLP b1 p50", r["mlp"]["server_vs_floor"], "server", True),
+        ("shared memory / Client(Local), 602 KB image p50", r["image"]["shm_vs_local"], "shm_vs_local", True),
+        ("edge c=64 MLP binary / bare Starlette+ORT", r["throughput"]["binary_vs_bare"], "throughput", False),
+    ]  # fmt: skip
+    out = []
+    for metric, value, goal, at_most in rows:
+        target = GOALS[goal]
+        met = value <= target if at_most else value >= target
+        bound = "<=" if at_most else ">="
+        verdict = "met" if met else "not met"
+        out.append({"metric": metric, "value": f"{value:.2f}x (goal {bound} {target}x: {verdict})"})
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="strato-edge-latency-"))
+    inputs = build_registry(root)
+    servers = start_servers(root)
+    latency: dict[str, Any] = {}
+    try:
+        for model, x in inputs.items():
+            clients = clients_for(servers, model, x, root)
+            try:
+                latency[model] = measure(clients, args.calls, args.rounds, args.warmup_calls)
+            finally:
+                for _, close in clients.values():
+                    close()
+            for name, s in latency[model].items():
+                print(f"{model:6s} {name:40s} p50 {s['p50_us']:8.1f}  p99 {s['p99_us']:8.1f} µs")
+        rows = throughput(servers, inputs["mlp"], args)
+    finally:
+        for process in servers["processes"].values():
+            process.terminate()
+        for process in servers["processes"].values():
+            process.wait(20)
+        servers["log"].close()
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_end": list(os.getloadavg()),
+        },
+        "settings": {k: getattr(args, k) for k in ("calls", "rounds", "warmup_calls", "duration", "throughput_rounds", "quick")},
+        "goals": GOALS,
+        "latency": latency,
+        "throughput": rows,
+    }  # fmt: skip
+    report["ratios"] = ratios(latency, rows)
+    report["headline"] = headline(report)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="300 calls, 2 x 1.5 s throughput")
+    parser.add_argument("--calls", type=int, help="timed calls per client and model")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--warmup-calls", type=int, default=50)
+    parser.add_argument("--duration", type=float, help="seconds per throughput point")
+    parser.add_argument("--warmup", type=float, default=0.5, help="throughput warm-up seconds")
+    parser.add_argument(
+        "--throughput-rounds", type=int, help="interleaved throughput rounds (best kept)"
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    args.calls = args.calls or (300 if args.quick else 2000)
+    args.duration = args.duration or (1.5 if args.quick else 5.0)
+    args.throughput_rounds = args.throughput_rounds or (2 if args.quick else 3)
+    report = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "edge_latency.json").write_text(json.dumps(report, indent=2))
+    write_markdown(report, args.out / "edge_latency.md")
+    write_chart(report, args.out / "edge_latency.png")
+    print(f"wrote {args.out}/edge_latency.{{md,json,png}}")
+
+
+if __name__ == "__main__":
+    main()
