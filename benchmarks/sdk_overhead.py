@@ -9,7 +9,11 @@ In one run, interleaved round by round so that machine noise hits every variant 
 Targets (issue 6): `Client(Local)` adds <= 3 µs per call (<= 1.25x on the MLP, <= 1.10x on the
 CNN); `Client(Edge)` <= 1.20x the raw POST.
 
-    .venv/bin/python benchmarks/sdk_overhead.py [--quick]
+`--against REF` also compares the in-process layers with another commit of this repository
+(`git archive REF`): two worker processes, one per tree, each with its own registry, take turns
+round by round so that machine noise hits both alike (issue 11: no slower than before).
+
+    .venv/bin/python benchmarks/sdk_overhead.py [--quick] [--against REF]
 
 Writes benchmarks/results/sdk_overhead.{md,json,png}.
 """
@@ -42,7 +46,11 @@ def build_registry(root: Path) -> Any:
     """digits-shaped MLP and CNN (random weights: speed does not depend on them) in a registry."""
     import torch
     from strato import Registry, TensorSpec
-    from strato._bundle import make_bundle
+
+    try:
+        from strato import make_bundle
+    except ImportError:  # an older tree (--against)
+        from strato._bundle import make_bundle  # type: ignore[attr-defined, no-redef]
     from strato_training.export import ExportConfig, export_onnx
     from strato_training.models import build_model
 
@@ -204,6 +212,112 @@ def run(quick: bool) -> dict[str, Any]:
     return results
 
 
+LOCAL_MODELS = ("mlp", "cnn")
+
+
+def worker(calls: int) -> None:
+    """`--worker`: build a registry with the strato on PYTHONPATH, then time one round of the
+    in-process variants per line read from stdin, answering a JSON line of µs per call."""
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = build_registry(Path(tmp))
+        variants = {m: local_variants(registry, f"bench-{m}") for m in LOCAL_MODELS}
+        for fns in variants.values():
+            time_rounds(fns, rounds=1, calls=calls)  # warm up
+        clock = time.perf_counter
+        for _ in sys.stdin:
+            answer: dict[str, dict[str, float]] = {}
+            for model, fns in variants.items():
+                answer[model] = {}
+                for name, fn in fns.items():
+                    start = clock()
+                    for _ in range(calls):
+                        fn()
+                    answer[model][name] = (clock() - start) / calls * 1e6
+            print(json.dumps(answer), flush=True)
+
+
+def against(ref: str, *, rounds: int, calls: int) -> dict[str, Any]:
+    """The in-process layers of this tree and of `ref`, measured in alternating rounds."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = Path(tmp) / "tree"
+        baseline.mkdir()
+        archive = subprocess.run(["git", "archive", ref], cwd=repo, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive.stdout, check=True)
+        trees = {"this tree": repo, ref: baseline}
+        workers = {}
+        for label, tree in trees.items():
+            path = os.pathsep.join(str(tree / d) for d in ("sdk", "edge", "training", "lambda"))
+            workers[label] = subprocess.Popen(
+                [sys.executable, __file__, "--worker", "--calls", str(calls)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": path, "STRATO_ORT_THREADS": "1"},
+            )
+        samples: dict[str, list[dict[str, dict[str, float]]]] = {label: [] for label in trees}
+        try:
+            for _ in range(rounds):
+                for label, process in workers.items():
+                    assert process.stdin is not None and process.stdout is not None
+                    process.stdin.write("round\n")
+                    process.stdin.flush()
+                    samples[label].append(json.loads(process.stdout.readline()))
+        finally:
+            for process in workers.values():
+                if process.stdin is not None:
+                    process.stdin.close()
+                process.wait(60)
+    return {"ref": ref, "rounds": rounds, "trees": summarize(samples)}
+
+
+def summarize(samples: dict[str, list[dict[str, dict[str, float]]]]) -> dict[str, Any]:
+    """Median and min per variant, and what Client(Local) adds over session.run."""
+    out: dict[str, Any] = {}
+    for label, rounds in samples.items():
+        out[label] = {}
+        for model in LOCAL_MODELS:
+            figures = {
+                name: {
+                    "median_us": float(np.median([r[model][name] for r in rounds])),
+                    "min_us": float(np.min([r[model][name] for r in rounds])),
+                }
+                for name in rounds[0][model]
+            }
+            raw, client = figures["raw session.run"], figures["Client(Local).predict"]
+            figures["added"] = {
+                "median_us": client["median_us"] - raw["median_us"],
+                "min_us": client["min_us"] - raw["min_us"],
+            }
+            out[label][model] = figures
+    return out
+
+
+def against_markdown(comparison: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"## Against `{comparison['ref']}` ({comparison['rounds']} alternating rounds, µs per call,"
+        " median / min)",
+        "",
+        "| tree | model | raw session.run | Engine.infer | Local.infer | Client(Local) | added |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, models in comparison["trees"].items():
+        for model, f in models.items():
+            cells = [
+                f"{f[k]['median_us']:.1f} / {f[k]['min_us']:.1f}"
+                for k in (
+                    "raw session.run",
+                    "Engine.infer",
+                    "Local.infer",
+                    "Client(Local).predict",
+                    "added",
+                )
+            ]
+            lines.append(f"| {label} | {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# SDK overhead at batch 1",
@@ -235,6 +349,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"- {name}: validation {figures['validation_us']:.1f} µs, client routing layer {figures['client_layer_us']:.1f} µs"
         )
+    if "against" in results:
+        lines += against_markdown(results["against"])
     return "\n".join(lines) + "\n"
 
 
@@ -269,8 +385,17 @@ def chart(results: dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
+    parser.add_argument("--against", metavar="REF", help="also compare with this git commit")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=2000, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.calls)
+        return
     results = run(args.quick)
+    if args.against:
+        rounds = 9 if args.quick else 25
+        results["against"] = against(args.against, rounds=rounds, calls=2000)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sdk_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "sdk_overhead.md").write_text(markdown(results))

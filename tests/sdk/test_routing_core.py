@@ -287,7 +287,7 @@ def test_unknown_policy_is_a_config_error_in_both_drivers() -> None:
 def test_hedge_respects_the_cloud_breaker_in_both_drivers(driver: str) -> None:
     """The async hedge used to skip the cloud's breaker: an open cloud is never hedged to."""
     batch = np.ones((1, ROW), np.float32)
-    edge = Script("edge", "edge", [], 1.0, delay_s=0.2)
+    edge = Script("edge", "edge", [], 1.0, delay_s=1.0)  # slow enough for the cloud leg to fail
     cloud = Script("lambda", "cloud", ["unavailable"], 3.0)
     slo = policies.LatencySLO(deadline_ms=2000, hedge_after_ms=20)
     options: dict[str, Any] = {

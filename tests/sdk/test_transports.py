@@ -4,7 +4,6 @@ the stand-in for what AWS alone offers (throttling, SageMaker runtime, SigV4 HTT
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -145,11 +144,9 @@ def test_lambda_is_two_transports_behind_one_constructor(standin):
 def test_lambda_invoke_honours_the_call_timeout(standin, digit_batch):
     cloud = Lambda("strato-infer", endpoint_url=standin.url, timeout=30.0)
     cloud.infer(request(digit_batch), timeout=4.0)
-    standin.delay_s = 1.5
-    start = time.perf_counter()
+    standin.delay_s = 1.5  # answers after 1.5 s: a 30 s read timeout would wait for it
     with pytest.raises(Timeout):
-        cloud.infer(request(digit_batch), timeout=0.6)  # the router's deadline, not 30 s
-    assert time.perf_counter() - start < 1.4
+        cloud.infer(request(digit_batch), timeout=0.6)  # the router's deadline bounds the call
     assert cloud._clients.built == [0.5, 2.0]  # one client per timeout bucket, built once
     standin.delay_s = 0
     cloud.infer(request(digit_batch), timeout=0.7)
