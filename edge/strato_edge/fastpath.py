@@ -66,6 +66,7 @@ class InferFastPath:
         self.state = app.state  # what the runner and tests read (`app.state.edge`)
         self.edge = edge
         self._model_headers: dict[tuple[str, str, str], list[tuple[bytes, bytes]]] = {}
+        self._checked: set[tuple[str, str | None]] = set()  # names that passed the check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -84,7 +85,10 @@ class InferFastPath:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             edge._authorize(headers)
-            serving.check_model_name(model, version)  # `..` and friends never reach the disk
+            if (model, version) not in self._checked:  # `..` and friends never reach the disk
+                serving.check_model_name(model, version)
+                if len(self._checked) < 1024:  # bounded: junk names are re-checked, not kept
+                    self._checked.add((model, version))
             served = await edge.store.get(model, version)
             body = await self._timed_body(receive, headers)
             header_length = serving.header_length_from(headers)
