@@ -536,3 +536,44 @@ def test_a_relative_registry_path_quantizes(
     _, summary = quantize_bundle(registry, "digits-mlp:1", digits, modes=(mode,), samples=32)
     assert all(m["gate"] == "passed" for p, m in summary["artifacts"].items() if p != "model.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reg", "src"]
+
+
+def test_a_recipe_that_fails_in_ort_names_the_recipe_and_the_node(tmp_path: Path) -> None:
+    """A graph with a hard-coded Reshape to 4 rows: the gate rows (4) run, calibration batches
+    (30 rows) make ORT fail inside that node while static quantization calibrates."""
+    from quant_models import publish_model
+    from strato_training.quantize_data import QuantizeData
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"], name="fixed_reshape"),
+            helper.make_node("MatMul", ["r", "w"], ["y"], name="mm"),
+        ],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+        [
+            numpy_helper.from_array(np.array([4, 6], np.int64), "shape"),
+            numpy_helper.from_array(
+                np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32), "w"
+            ),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    registry = Registry(tmp_path / "registry")
+    publish_model(registry, tmp_path / "fixed.onnx", tmp_path / "src", name="fixed", task="generic")
+    rng = np.random.default_rng(1)
+    data = QuantizeData(
+        calibration={"x": rng.normal(size=(30, 6))}, gate={"x": rng.normal(size=(4, 6))}
+    )
+    with pytest.raises(QuantizationError, match=r"at Reshape node 'fixed_reshape'") as caught:
+        quantize_bundle(registry, "fixed:1", data=data, modes=("int8-static",))
+    assert caught.value.recipe == "qoperator" and caught.value.node == "fixed_reshape"
+    # auto goes on without the recipe that cannot run, and says why it is missing.
+    _, summary = quantize_bundle(registry, "fixed:1", data=data)
+    assert "model.int8.dynamic.onnx" in summary["artifacts"]
+    assert "fixed_reshape" in summary["refused"]["model.int8.qdq.onnx"]["error"]
+    # It cannot take a batch of 32: timed at the 4 rows it showed it takes, not a crash.
+    assert summary["artifacts"]["model.onnx"]["latency"]["batch"] == 4

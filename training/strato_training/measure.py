@@ -161,8 +161,11 @@ def measure_latency(
     next model timed and skew the comparison."""
     sessions = [ort_session(p, threads, spin=False) for p in paths]
     feed = batch_feed(as_feeds(sessions[0], x), batch)
-    for session in sessions:
-        session.run(None, feed)  # warm-up: first run allocates
+    for path, session in zip(paths, sessions, strict=True):
+        try:
+            session.run(None, feed)  # warm-up: first run allocates
+        except Exception as exc:  # ORT's exception types are not importable lazily
+            raise ExportError(f"{path} cannot run a batch of {batch}: {exc}") from exc
     timings: list[list[float]] = [[] for _ in sessions]
     deadline = time.perf_counter() + budget_s
     for _ in range(rounds):

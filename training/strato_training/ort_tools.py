@@ -40,14 +40,26 @@ def private_cwd() -> Iterator[Path]:
             os.chdir(previous)
 
 
-_NODE = re.compile(r"[Nn]ode(?: name)?[ :(]+'?\"?([\w/.:\-]+)")
+# Where ORT says which node or input failed: "running Reshape node. Name:'r'", "Node (r)",
+# "node name: r", "invalid dimensions for input: x".
+_NODE = re.compile(r"Name:\s*'([^']+)'|[Nn]ode \(([^)]+)\)|[Nn]ode name:?\s*'?([\w/.:\-]+)")
+_OP = re.compile(r"running (\w+) node")
+_INPUT = re.compile(r"for input: ([\w/.:\-]+)")
 
 
 def failure(recipe: str, source: Path, exc: Exception) -> QuantizationError:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    found = _NODE.search(str(exc))
-    node = found.group(1) if found else ""
-    where = f" at node {node!r}" if node else ""
+    """`exc` from an ORT tool as a `QuantizationError` naming the recipe and, when ORT's message
+    says, the node (with its op type) or the input that failed."""
+    text = str(exc)
+    message = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    named, op, fed = _NODE.search(text), _OP.search(text), _INPUT.search(text)
+    node = next((g for g in named.groups() if g), "") if named else ""
+    where = ""
+    if node:
+        where = f" at {op.group(1) + ' ' if op else ''}node {node!r}"
+    elif fed:
+        node = fed.group(1)
+        where = f" at input {node!r}"
     return QuantizationError(
         f"{recipe} quantization of {source.name} failed{where}: {message}", recipe=recipe, node=node
     )

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from strato import QuantizationError
+from strato import ExportError, QuantizationError
 
 from strato_training.gates import GateConfig, GateResult, gate_outputs
-from strato_training.measure import measure_latency, pick_default, run_outputs
+from strato_training.measure import measure_latency, pick_default, rows_of, run_outputs
 from strato_training.quantize import (
     RECIPES,
     QuantizedArtifact,
@@ -188,7 +188,15 @@ def _time(
     metrics: dict[str, dict[str, Any]],
 ) -> None:
     files = {fp32_path: ctx.fp32_file, **{p: ctx.workdir / p for p in paths}}
-    timed = measure_latency(list(files.values()), ctx.data.gate, batch=ctx.options.latency_batch)
+    batch = ctx.options.latency_batch
+    try:
+        timed = measure_latency(list(files.values()), ctx.data.gate, batch=batch)
+    except ExportError:
+        rows = rows_of(ctx.data.gate)
+        if rows == batch:
+            raise
+        # A graph with a fixed batch axis: time it at the batch the gate rows showed it takes.
+        timed = measure_latency(list(files.values()), ctx.data.gate, batch=rows)
     for path, file in files.items():
         metrics[path]["latency"] = timed[str(file)]
 
