@@ -3,8 +3,8 @@
 It runs on the HTTP server's event loop and serves from the same `ModelStore`: the same loaded
 engines, the same dynamic batchers, the same metrics, the same bearer token (gRPC metadata
 `authorization: Bearer <token>`). `tritonclient.grpc` works unchanged: health, server and model
-metadata, model config, statistics, the repository index, and inference with typed `contents`
-or `raw_input_contents`. Answers always carry `raw_output_contents` (what tritonclient reads).
+metadata, model config, statistics, the repository index, and inference (unary and streamed)
+with typed `contents` or `raw_input_contents`. Answers always carry `raw_output_contents` (what tritonclient reads).
 
 The message classes are tritonclient's generated stubs of Triton's `grpc_service.proto`, the
 very classes the client speaks, so the two never drift. grpcio and tritonclient come with the
@@ -29,6 +29,8 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from strato_edge.triton import model_config, model_statistics
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from strato_edge.server import EdgeServer
     from strato_edge.store import ServedModel
 
@@ -283,11 +285,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return response
 
     # --- inference -----------------------------------------------------------------------
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
+    async def _infer(self, request: Any) -> Any:
+        """One inference, counted in the shared metrics; raises what went wrong."""
         started = time.perf_counter()
         status, served = 200, None
         try:
-            self._authorize(context)
             served = await self._served(request.model_name, request.model_version)
             inputs = decode_inputs(request)
             outputs = await asyncio.wait_for(
@@ -295,20 +297,45 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             )
             return encode_outputs(request, outputs, served)
         except Exception as exc:
-            code, message, status = _answer_of(exc)
-            await context.abort(code, message)
-            raise AssertionError("unreachable") from None
+            status = _answer_of(exc)[2]
+            raise
         finally:
-            seconds = time.perf_counter() - started
-            if served is None:  # unknown model names never become metric labels
-                self.edge.metrics.request("_unknown", status, seconds)
-            else:
-                self.edge.metrics.request(
-                    served.name, status, seconds, version=served.version, precision=served.precision
-                )
-                self.edge.metrics.inference(
-                    served.name, served.version, ok=status < 400, seconds=seconds
-                )
+            self._count(served, status, time.perf_counter() - started)
+
+    def _count(self, served: ServedModel | None, status: int, seconds: float) -> None:
+        metrics = self.edge.metrics
+        if served is None:  # unknown model names never become metric labels
+            metrics.request("_unknown", status, seconds)
+            return
+        metrics.request(
+            served.name, status, seconds, version=served.version, precision=served.precision
+        )
+        metrics.inference(served.name, served.version, ok=status < 400, seconds=seconds)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            self._authorize(context)
+            return await self._infer(request)
+        except Exception as exc:
+            await self._fail(context, exc)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        """The bidirectional stream (tritonclient's `start_stream` / `async_stream_infer`):
+        one answer per request, in order; a bad request answers `error_message` and the
+        stream goes on, as Triton's does."""
+        try:
+            self._authorize(context)
+        except _Abort as exc:
+            await self._fail(context, exc)
+        async for request in requests:
+            try:
+                answer = await self._infer(request)
+            except Exception as exc:
+                yield service_pb2.ModelStreamInferResponse(error_message=_code_of(exc)[1])
+                continue
+            yield service_pb2.ModelStreamInferResponse(infer_response=answer)
 
 
 async def start_grpc_server(edge: EdgeServer, host: str, port: int) -> tuple[Any, int]:

@@ -199,3 +199,24 @@ def test_strato_edge_serve_grpc_port_from_the_command_line(tiny_registry):
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def test_stream_infer_answers_in_order_and_survives_a_bad_request(triton, digit_batch):
+    import queue
+
+    answers: queue.Queue = queue.Queue()
+    triton.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for i in range(3):
+            triton.async_stream_infer("tiny", [_input(digit_batch)], request_id=str(i))
+        bad = grpcclient.InferInput("input", [2, 1, 28], "FP32")
+        bad.set_data_from_numpy(np.zeros((2, 1, 28), np.float32))
+        triton.async_stream_infer("tiny", [bad], request_id="bad")
+        triton.async_stream_infer("tiny", [_input(digit_batch)], request_id="after")
+        got = [answers.get(timeout=30) for _ in range(5)]
+    finally:
+        triton.stop_stream()
+    ok = [result.get_response().id for result, error in got if error is None]
+    errors = [str(error) for _, error in got if error is not None]
+    assert ok == ["0", "1", "2", "after"]
+    assert len(errors) == 1 and "shape" in errors[0]
