@@ -147,10 +147,11 @@ def test_lambda_invoke_honours_the_call_timeout(standin, digit_batch):
     standin.delay_s = 1.5  # answers after 1.5 s: a 30 s read timeout would wait for it
     with pytest.raises(Timeout):
         cloud.infer(request(digit_batch), timeout=0.6)  # the router's deadline bounds the call
-    assert cloud._clients.built == [0.5, 2.0]  # one client per timeout bucket, built once
+    # one client per timeout bucket, built once (30 s, the transport's own, at construction)
+    assert cloud._clients.built == [0.5, 2.0, 30.0]
     standin.delay_s = 0
     cloud.infer(request(digit_batch), timeout=0.7)
-    assert cloud._clients.built == [0.5, 2.0]
+    assert cloud._clients.built == [0.5, 2.0, 30.0]
 
 
 def test_missing_aws_credentials_are_a_config_error(standin, digit_batch, monkeypatch, tmp_path):

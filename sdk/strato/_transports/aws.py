@@ -117,7 +117,12 @@ class LambdaInvoke(Lambda):
         self.name = name or self.name
         self._qualifier = {"Qualifier": qualifier} if qualifier else {}
         self._clients = BotoClients(
-            "lambda", client=client, session=session, region=region, endpoint_url=endpoint_url
+            "lambda",
+            client=client,
+            session=session,
+            region=region,
+            endpoint_url=endpoint_url,
+            timeout=timeout,
         )
 
     def max_tensor_bytes(self, inputs: int) -> int:
@@ -269,6 +274,7 @@ class SageMaker(Transport):
             session=session,
             region=region,
             endpoint_url=endpoint_url,
+            timeout=timeout,
         )
 
     def _invoke(self, body: bytes, content_type: str, timeout: float, **extra: Any) -> Any:

@@ -140,6 +140,7 @@ class BotoClients:
         session: Any = None,
         region: str | None = None,
         endpoint_url: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.service = service
         self._given = client
@@ -148,6 +149,10 @@ class BotoClients:
         self._endpoint_url = endpoint_url
         self._clients: dict[float, Any] = {}
         self._lock = threading.Lock()
+        if timeout is not None and client is None:
+            # The first client loads the service model (~0.1 s): pay it here, not in a call.
+            # Later buckets reuse the session's loaded model (a few ms each).
+            self.for_timeout(timeout)
 
     def for_timeout(self, timeout: float) -> Any:
         """The client whose read timeout fits a call with `timeout` seconds left."""
