@@ -341,3 +341,29 @@ def test_strato_import_then_optimizes_on_the_users_rows(tmp_path: Path) -> None:
     manifest = Registry(tmp_path / "reg").manifest("wide:2")
     assert manifest.task == "regression" and manifest.extra["parent"] == "wide:1"
     assert manifest.serving["default"] == answer["optimize"]["default"]
+
+
+def test_a_hugging_face_model_output_becomes_named_outputs(tmp_path: Path) -> None:
+    """BertModel itself (no wrapper) returns a ModelOutput: each field is an output."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    bundle = import_module(
+        BertModel(config).eval(),
+        token_examples(2, 6),
+        ImportConfig(name="bert"),
+        registry=Registry(tmp_path / "reg"),
+    )
+    outputs = {o.name: o.shape for o in bundle.manifest.outputs}
+    assert outputs == {"last_hidden_state": (-1, -1, 16), "pooler_output": (-1, 16)}
+    parity = bundle.manifest.metrics["model.onnx"]["parity"]
+    assert all(o["max_abs_diff"] <= 1e-4 for o in parity["outputs"].values())
+    assert len(parity["probes"]) == 4
