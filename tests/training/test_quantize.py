@@ -577,3 +577,36 @@ def test_a_recipe_that_fails_in_ort_names_the_recipe_and_the_node(tmp_path: Path
     assert "fixed_reshape" in summary["refused"]["model.int8.qdq.onnx"]["error"]
     # It cannot take a batch of 32: timed at the 4 rows it showed it takes, not a crash.
     assert summary["artifacts"]["model.onnx"]["latency"]["batch"] == 4
+
+
+def test_auto_with_no_recipe_that_runs_is_an_error_not_an_empty_version(tmp_path: Path) -> None:
+    """A conv graph (auto: static QOperator + QDQ) with a hard-coded Reshape: calibration
+    batches of 30 rows fail inside ORT for both recipes; nothing is published."""
+    from quant_models import publish_model
+    from strato_training.quantize_data import QuantizeData
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"], name="fixed_reshape"),
+            helper.make_node("Conv", ["r", "w"], ["y"], name="conv"),
+        ],
+        "fixed-conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 2, 4, 4])],
+        [
+            numpy_helper.from_array(np.array([4, 1, 4, 4], np.int64), "shape"),
+            numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "conv.onnx"))
+    registry = Registry(tmp_path / "registry")
+    publish_model(registry, tmp_path / "conv.onnx", tmp_path / "src", name="conv", task="generic")
+    rng = np.random.default_rng(2)
+    data = QuantizeData(
+        calibration={"x": rng.normal(size=(30, 16))}, gate={"x": rng.normal(size=(4, 16))}
+    )
+    with pytest.raises(QuantizationError, match=r"no recipe could be built.*fixed_reshape"):
+        quantize_bundle(registry, "conv:1", data=data)
+    assert registry.versions("conv") == ["1"]

@@ -255,6 +255,13 @@ def _settle(
 ) -> QuantizeOutcome:
     """Apply the failure policy, time fp32 and the survivors, pick the default."""
     options = ctx.options
+    if not made:  # auto went on past every recipe ORT could not run: nothing is left
+        first = next(iter(refused.values()), {})
+        raise QuantizationError(
+            "no recipe could be built: "
+            + "; ".join(str(r.get("error", "")) for r in refused.values()),
+            recipe=str(first.get("recipe", "")),
+        )
     failed = [m for m in made if not results[m.path].passed]
     if failed and not options.force and ("auto" not in options.modes or len(failed) == len(made)):
         worst = min(failed, key=lambda m: results[m.path].severity)
