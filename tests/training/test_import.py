@@ -367,3 +367,16 @@ def test_a_hugging_face_model_output_becomes_named_outputs(tmp_path: Path) -> No
     parity = bundle.manifest.metrics["model.onnx"]["parity"]
     assert all(o["max_abs_diff"] <= 1e-4 for o in parity["outputs"].values())
     assert len(parity["probes"]) == 4
+
+
+def test_preprocessing_nchw_and_the_inverse_for_a_float_split() -> None:
+    from strato_training.graph import to_raw
+
+    recipe = Preprocessing(layout="NCHW", dtype="uint8", mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 2.0))
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4)).astype(np.uint8)
+    x = recipe.apply(pixels)
+    assert x.shape == (2, 3, 4, 4) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 2], (pixels[:, 2] / 255 - 0.3) / 2.0, atol=1e-6)
+    assert np.array_equal(to_raw(recipe, x), pixels)
+    nhwc = Preprocessing(layout="NHWC")
+    assert to_raw(nhwc, nhwc.apply(pixels.transpose(0, 2, 3, 1))).shape == (2, 4, 4, 3)
