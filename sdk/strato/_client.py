@@ -161,17 +161,17 @@ class Client(ClientBase):
             time.sleep(command.seconds)
             return None
         if type(command) is Start:
-            cancelled = threading.Event()
-            future = self._hedge_pool().submit(self._drive, command.steps, cancelled)
-            future.cancelled_event = cancelled  # type: ignore[attr-defined]
-            return future
+            leg = Leg()
+            leg.future = self._hedge_pool().submit(self._drive, command.steps, leg.cancelled)
+            return leg
         if type(command) is Wait:
-            done, _ = wait(command.handles, timeout=command.timeout, return_when=FIRST_COMPLETED)
-            return [_finished(future) for future in command.handles if future in done]
+            legs = {leg.future: leg for leg in command.handles}
+            done, _ = wait(legs, timeout=command.timeout, return_when=FIRST_COMPLETED)
+            return [_finished(legs[future]) for future in legs if future in done]
         if type(command) is Cancel:
-            for future in command.handles:
-                future.cancelled_event.set()
-                future.cancel()
+            for leg in command.handles:
+                leg.cancelled.set()  # a running leg stops at its next step
+                leg.future.cancel()  # one not started yet never runs
             return None
         raise TypeError(f"unknown routing command {command!r}")
 
@@ -303,6 +303,16 @@ class Client(ClientBase):
         return f"Client(edge={self.edge!r}, cloud={self.cloud!r}, policy={self.policy!r})"
 
 
-def _finished(future: Future[Any]) -> Finished:
-    error = future.exception()
-    return Finished(future, None if error is not None else future.result(), error)
+class Leg:
+    """A hedge leg run by `Client`: its future in the hedging pool and its stop flag."""
+
+    __slots__ = ("cancelled", "future")
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.future: Future[Any]
+
+
+def _finished(leg: Leg) -> Finished:
+    error = leg.future.exception()
+    return Finished(leg, None if error is not None else leg.future.result(), error)

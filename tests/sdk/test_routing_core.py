@@ -320,3 +320,30 @@ def test_hedge_respects_the_cloud_breaker_in_both_drivers(driver: str) -> None:
         ("edge", "edge (cloud-open, no hedge)", 1),
     ]
     assert [c[0] for c in cloud.calls] == ["unavailable"]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_losing_hedge_leg_stops_instead_of_retrying(driver: str) -> None:
+    """The cloud wins; the slow edge leg, which would fail and retry, is stopped (async: its
+    task is cancelled; sync: its thread stops at the next step) and never retries."""
+    batch = np.ones((1, ROW), np.float32)
+    edge = Script("edge", "edge", ["unavailable"] * 3, 1.0, delay_s=0.3)
+    cloud = Script("lambda", "cloud", [], 3.0)
+    slo = policies.LatencySLO(deadline_ms=5000, hedge_after_ms=20)
+    retry = Retry(attempts=3, base_ms=0, cap_ms=0)
+    if driver == "sync":
+        client = Client(edge=SyncScripted(edge), cloud=SyncScripted(cloud), retry=retry)
+        pred = client.predict("m", batch, policy=slo)
+        time.sleep(1.0)  # time enough for two more edge tries, had the leg gone on
+        client.close()
+    else:
+
+        async def main() -> Any:
+            aclient = AsyncClient(edge=AsyncScripted(edge), cloud=AsyncScripted(cloud), retry=retry)
+            answer = await aclient.predict("m", batch, policy=slo)
+            await asyncio.sleep(1.0)
+            return answer
+
+        pred = asyncio.run(main())
+    assert (pred.served_by, pred.route_reason) == ("lambda", "hedge after 20ms: cloud won")
+    assert len(edge.calls) <= 1  # at most the call in flight when the cloud won
