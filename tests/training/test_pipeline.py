@@ -117,3 +117,9 @@ def test_every_public_name_of_strato_training_resolves() -> None:
     for name in strato_training.__all__:
         assert getattr(strato_training, name) is not None, name
     assert strato_training.import_onnx.__module__ == "strato_training.importer"
+
+
+def test_strato_training_uses_only_public_strato_names() -> None:
+    for path in PACKAGE.glob("*.py"):
+        private = [n for n in _imported_names(path) if n.startswith("strato._")]
+        assert not private, f"{path.name} imports {private}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato._cli_options import JsonOpt, print_json, registry_option
+from strato.cli import JsonOpt, print_json, registry_option
 
 __all__ = ["import_command"]
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strato import ConfigError, ExportError
-from strato._bundle import sha256_file
 from strato.engines import PLAN_DIR, engine_key, plan_path
 
 from strato_training.publish import add_artifacts
@@ -65,6 +64,17 @@ class CompiledPlan:
     metadata: dict[str, Any]
     timing_cache: Path
 
+
+
+def _sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks (what a bundle's manifest records)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 def _import_tensorrt() -> Any:
     try:
@@ -203,7 +213,7 @@ def compile_tensorrt(
     version = str(trt.__version__)
     cache_path = timing_cache or out_dir / PLAN_DIR / f"timing-{version}-sm{capability}.cache"
     serialized = _build(trt, onnx_path, precision, profile, workspace, strongly_typed, cache_path)
-    onnx_sha256 = sha256_file(onnx_path)
+    onnx_sha256 = _sha256(onnx_path)
     key = engine_key(onnx_sha256, version, capability, precision)
     plan = out_dir / plan_path(key)
     plan.parent.mkdir(parents=True, exist_ok=True)
