@@ -72,7 +72,16 @@ def test_strato_help_loads_no_torch() -> None:
 def test_the_installed_strato_command_helps() -> None:
     done = subprocess.run([STRATO, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
-    for command in ("train", "evaluate", "export", "publish", "quickstart", "predict", "models"):
+    for command in (
+        "train",
+        "evaluate",
+        "export",
+        "publish",
+        "quickstart",
+        "predict",
+        "models",
+        "import",
+    ):
         assert command in done.stdout
 
 
