@@ -166,6 +166,16 @@ def test_encoder_with_an_activation_outlier_keeps_one_layer_fp32(tmp_path: Path)
     cost = mixed["cost_vs_uniform"]
     assert 1.0 < cost["size_ratio"] < 1.2 and cost["latency_ratio"] > 0
     assert registry.manifest(ref).metrics["model.int8.dynamic-mixed.onnx"]["fp32_layers"]
+    # The table shows the task's figures, what was refused and which layers stayed fp32.
+    from rich.console import Console
+    from strato_training.cli_optimize import print_summary
+
+    console = Console(record=True, width=200)
+    print_summary(summary, console)
+    shown = console.export_text()
+    assert "cosine min" in shown and "accuracy" not in shown and "1.0000" in shown
+    assert "refused model.int8.dynamic.onnx: cosine_m" in shown  # min or mean, the worst
+    assert "keeps 1 layer(s) in fp32: /bert/encoder/layer.1/output/dense/MatMul" in shown
 
     # --force publishes the failing uniform artifacts too, flagged, and never as the default.
     # Under a tighter cap (8 trials: 4 to rank), neighbouring layers are ranked in threes.

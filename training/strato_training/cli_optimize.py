@@ -69,8 +69,8 @@ def _steps(quiet: bool) -> Iterator[Callable[[str], None] | None]:
 
 _HEADLINE = {
     "classification": (("accuracy", "accuracy", 100, "%"), ("agreement", "agreement", 100, "%")),
-    "embedding": (("cosine_min", "cosine min", 1, ""), ("cosine_mean", "cosine mean", 1, "")),
-    "regression": (("relative_error", "rel. error", 100, "%"), ("r2", "R²", 1, "")),
+    "embedding": (("cosine_min", "cosine min", 1, "f4"), ("cosine_mean", "cosine mean", 1, "f4")),
+    "regression": (("relative_error", "rel. error", 100, "%"), ("r2", "R²", 1, "f4")),
 }
 _GENERIC = (("max_abs_diff", "max |diff|", 1, ""), ("mean_abs_diff", "mean |diff|", 1, ""))
 
@@ -79,7 +79,9 @@ def _cell(found: dict[str, Any], key: str, scale: float, unit: str) -> str:
     value = found.get(key)
     if value is None:
         return "-"
-    return f"{value * scale:.2f} %" if unit == "%" else f"{value:.4g}"
+    if unit == "%":
+        return f"{value * scale:.2f} %"
+    return f"{value:.4f}" if unit == "f4" else f"{value:.4g}"
 
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
