@@ -136,9 +136,13 @@ class Scenario:
     same_version: bool
     cloud_budget_rows: int | None
     batches: tuple[np.ndarray, ...]
+    edge_budget_rows: int | None = None
 
     def scripts(self) -> tuple[Script | None, Script | None]:
-        edge = Script("edge", "edge", list(self.edge), 1.0) if self.edge is not None else None
+        edge = None
+        if self.edge is not None:
+            budget = None if self.edge_budget_rows is None else self.edge_budget_rows * ROW * 4
+            edge = Script("edge", "edge", list(self.edge), 1.0, budget=budget)
         cloud = None
         if self.cloud is not None:
             budget = None if self.cloud_budget_rows is None else self.cloud_budget_rows * ROW * 4
@@ -233,6 +237,7 @@ scenarios = st.builds(
     same_version=st.booleans(),
     cloud_budget_rows=st.none() | st.integers(1, 3),
     batches=batches,
+    edge_budget_rows=st.none() | st.integers(1, 4),
 ).filter(lambda s: s.edge is not None or s.cloud is not None)
 
 
