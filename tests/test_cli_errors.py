@@ -106,3 +106,12 @@ def test_tables_are_not_cut_at_80_columns_when_piped(tmp_path, registry):
     assert done.returncode == 0, done.stderr
     assert long_name in done.stdout
     assert np.max([len(line) for line in done.stdout.splitlines()]) > 80
+
+
+def test_edge_serve_on_a_port_in_use(tiny_registry):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _run("edge", "serve", "--store", tiny_registry.url, "--port", str(port))
+    _clean_failure(done, 1, "address already in use", f"did not start on 127.0.0.1:{port}")

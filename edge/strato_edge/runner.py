@@ -170,15 +170,19 @@ def serve(config: ServeConfig, *, log_level: str = "warning") -> None:
         try:
             sockets = [server.config.bind_socket(), bind_unix(config.uds)]
         except OSError as exc:
-            log.error("cannot listen: %s", exc)
-            sys.exit(3)
+            print(f"error: cannot listen: {exc}", file=sys.stderr, flush=True)
+            sys.exit(1)
     try:
         server.run(sockets=sockets)
+    except SystemExit:  # uvicorn's own exit when it cannot bind or start: said below, exit 1
+        server.started = False
     finally:
         if sockets is not None:
             for sock in sockets:
                 sock.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(str(config.uds))
-    if not server.started:
-        sys.exit(3)
+    if not server.started:  # uvicorn logged why (a port in use, a model store it cannot read)
+        where = f"{config.host}:{config.port}"
+        print(f"error: strato edge serve did not start on {where} (see above)", file=sys.stderr)
+        sys.exit(1)
