@@ -159,15 +159,14 @@ class AsyncClient(ClientBase):
         hop = router.direct(model, x, version, timeout, policy, request_id)
         if hop is None:
             return await self._drive(router.predict(model, x, version, timeout, policy, request_id))
+        backend, request, start, deadline, _, _ = hop
         try:  # the hot path: the core planned one call; perform it, hand the answer back
-            response = await hop.backend.transport.infer(
-                hop.request, timeout=hop.deadline - hop.start
-            )
+            response = await backend.transport.infer(request, timeout=deadline - start)
         except BaseException as exc:
             return await self._drive(router.resume(hop, exc))
         prediction = router.answered(hop, response)
         if prediction is None:  # another version answered: the core goes on
-            prediction = await self._drive(router.resume(hop, None))
+            prediction = await self._drive(router.resume(hop, None, response))
         return prediction
 
     async def predict_many(

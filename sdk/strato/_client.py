@@ -211,11 +211,12 @@ class Client(ClientBase):
         hop = router.direct(model, x, version, timeout, policy, request_id)
         if hop is None:
             return self._drive(router.predict(model, x, version, timeout, policy, request_id))
+        backend, request, start, deadline, _, _ = hop
         try:  # the hot path: the core planned one call; perform it, hand the answer back
-            response = hop.backend.transport.infer(hop.request, timeout=hop.deadline - hop.start)
+            response = backend.transport.infer(request, timeout=deadline - start)
         except BaseException as exc:
             return self._drive(router.resume(hop, exc))
-        return router.answered(hop, response) or self._drive(router.resume(hop, None))
+        return router.answered(hop, response) or self._drive(router.resume(hop, None, response))
 
     def predict_many(
         self, model: str, x: Inputs, *, rows: int | None = None, **options: Any

@@ -124,30 +124,6 @@ class Finished:
     error: BaseException | None = None
 
 
-class Hop:
-    """The hot path's whole plan: one call to a healthy first backend that needs no payload
-    chunks. The driver performs it and hands the answer (or the exception) back to the core."""
-
-    __slots__ = ("backend", "deadline", "info", "mismatch", "plan", "request", "start")
-
-    def __init__(
-        self,
-        backend: Backend,
-        request: InferRequest,
-        start: float,
-        deadline: float,
-        info: ModelInfo,
-        plan: list[Backend],
-    ) -> None:
-        self.backend = backend
-        self.request = request
-        self.start = start
-        self.deadline = deadline
-        self.info = info
-        self.plan = plan
-        self.mismatch: Any = None  # a VersionMismatch when the answer came from another version
-
-
 @dataclass(slots=True)
 class ModelInfo:
     """What the core needs from a model's metadata, read once per model."""
@@ -191,6 +167,13 @@ class ModelInfo:
                 for spec in metadata.get("outputs") or []
             },
         )
+
+
+# The hot path's whole plan — one call to a healthy first backend that needs no payload chunks —
+# as (backend, request, start, deadline, info, plan): a plain tuple, since one is built per call
+# (a class instance costs ten times as much). The driver performs the call and hands the answer
+# (or the exception) back to the core.
+Hop = tuple[Backend, "InferRequest", float, float, ModelInfo, list[Backend]]
 
 
 def served_version(metadata: dict[str, Any]) -> str | None:

@@ -169,21 +169,19 @@ class Router(Failover):
         single = info.single_input
         inputs = {single: x} if single and type(x) is np.ndarray else named(model, x, info)
         request = InferRequest(model, inputs, version, request_id)
-        return Hop(first, request, start, start + (timeout or self.timeout), info, plan)
+        return first, request, start, start + (timeout or self.timeout), info, plan
 
     def answered(self, hop: Hop, response: InferResponse) -> Prediction | None:
         """The hop's answer as a `Prediction`; None when it must go on (`resume`)."""
-        backend = hop.backend
+        backend, request, start, _, info, _ = hop
         backend.breaker.success()
-        elapsed = perf_counter() - hop.start
+        elapsed = perf_counter() - start
         backend.latency.record(elapsed)
         if backend.tier == "edge":  # inline `mismatch` for the edge: the hot path's common case
             if response.model_version:
-                hop.info.version = response.model_version
-        else:
-            hop.mismatch = self.mismatch(backend, response, hop.request, hop.info)
-            if hop.mismatch is not None:
-                return None
+                info.version = response.model_version
+        elif self.mismatch(backend, response, request, info) is not None:
+            return None
         return Prediction(
             response.outputs,
             response.served_by,
@@ -196,24 +194,28 @@ class Router(Failover):
             backend.answer_tier,
         )
 
-    def resume(self, hop: Hop, failed: BaseException | None) -> Steps[Prediction]:
-        """Go on after a hop that failed with `failed`, or answered with another version."""
+    def resume(
+        self, hop: Hop, failed: BaseException | None, response: InferResponse | None = None
+    ) -> Steps[Prediction]:
+        """Go on after a hop that failed with `failed`, or whose `response` came from another
+        version than require_same_version allows."""
         if failed is not None and not isinstance(failed, TransportError):
             raise failed  # bad input, a setup mistake: never retried, never re-routed
-        request, deadline, info = hop.request, hop.deadline, hop.info
+        backend, request, start, deadline, info, plan = hop
         if failed is not None:
-            hop.backend.breaker.failure()
-            outcome = yield from self.failover(hop.plan, request, deadline, info, failed=failed)
+            backend.breaker.failure()
+            outcome = yield from self.failover(plan, request, deadline, info, failed=failed)
         else:
+            assert response is not None
+            mismatch = self.mismatch(backend, response, request, info)
+            assert mismatch is not None
             earlier: tuple[list[str], list[TransportError], int] = (
-                [f"{hop.backend.tier}-version"],
-                [hop.mismatch],
+                [f"{backend.tier}-version"],
+                [mismatch],
                 1,
             )
-            outcome = yield from self.failover(
-                hop.plan[1:], request, deadline, info, earlier=earlier
-            )
-        return self.prediction(outcome, hop.start)
+            outcome = yield from self.failover(plan[1:], request, deadline, info, earlier=earlier)
+        return self.prediction(outcome, start)
 
     def predict(
         self,
