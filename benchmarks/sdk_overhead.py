@@ -201,6 +201,9 @@ def run(quick: bool) -> dict[str, Any]:
         local, edge = figures["local"], figures["edge"]
         raw = local["raw session.run"]["median_us"]
         figures["local_added_us"] = local["Client(Local).predict"]["median_us"] - raw
+        figures["local_added_min_us"] = (
+            local["Client(Local).predict"]["min_us"] - local["raw session.run"]["min_us"]
+        )
         figures["local_ratio"] = local["Client(Local).predict"]["median_us"] / raw
         figures["client_layer_us"] = (
             local["Client(Local).predict"]["median_us"] - local["Local.infer"]["median_us"]
@@ -348,6 +351,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, figures in results["models"].items():
         lines.append(
             f"- {name}: validation {figures['validation_us']:.1f} µs, client routing layer {figures['client_layer_us']:.1f} µs"
+            f" (added, min over rounds: {figures['local_added_min_us']:.1f} µs)"
         )
     if "against" in results:
         lines += against_markdown(results["against"])
