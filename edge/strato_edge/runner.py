@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from strato_edge.coalesce import coalescing
 from strato_edge.limits import limited_protocol
 from strato_edge.metrics import start_metrics_server
 from strato_edge.server import create_app
@@ -116,7 +117,8 @@ def build_server(config: ServeConfig, *, log_level: str = "warning") -> EdgeUvic
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
-        http=limited_protocol(config),  # bounded heads, head deadline, connection cap
+        # bounded heads, head deadline, connection cap; a response leaves as one write
+        http=coalescing(limited_protocol(config)),
         timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]  # used as a float
     )
     server = EdgeUvicorn(uv_config)
