@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from ._bundle import MANIFEST, Bundle, Manifest
 from ._errors import BundleError, IntegrityError
 from ._files import dir_mode, file_mode
-from ._manifest import write_manifest_bytes
+from ._manifest import MAX_MANIFEST_BYTES, write_manifest_bytes
+from ._storage import read_bounded
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -57,7 +58,7 @@ def fetch_manifest(
     where = f"{store.url}/{name}/{version}"
     data = manifest_bytes
     if data is None:
-        data = store.read_bytes(f"{name}/{version}/{MANIFEST}")
+        data = read_bounded(store, f"{name}/{version}/{MANIFEST}", MAX_MANIFEST_BYTES)
     manifest = Manifest.from_json_bytes(data, source=f"{where}/{MANIFEST}")
     if check_signature:
         Bundle(Path(where), manifest).check_signature(trusted_keys)
@@ -130,7 +131,7 @@ def cached_version(
     """A verified local copy of `name:version`: the cached one when it still verifies against the
     registry's manifest (signature, identity and every sha256 checked again, every time), else a
     fresh download (a changed or planted cache entry is discarded, never served)."""
-    data = store.read_bytes(f"{name}/{version}/{MANIFEST}")
+    data = read_bounded(store, f"{name}/{version}/{MANIFEST}", MAX_MANIFEST_BYTES)
     target = cache_folder(cache_root, store.url, name, version, data)
     if (target / MANIFEST).is_file():
         try:

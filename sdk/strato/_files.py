@@ -13,7 +13,15 @@ from ._errors import IntegrityError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["CHUNK", "dir_mode", "file_chunks", "file_mode", "open_plain", "sha256_file"]
+__all__ = [
+    "CHUNK",
+    "READ_FLAGS",
+    "dir_mode",
+    "file_chunks",
+    "file_mode",
+    "open_plain",
+    "sha256_file",
+]
 
 CHUNK = 1 << 20
 
@@ -40,10 +48,15 @@ def dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
+# O_NONBLOCK: opening a FIFO planted where a file should be returns at once (and is then refused
+# as not a regular file) instead of blocking until a writer appears; regular files ignore it.
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 def open_plain(path: Path) -> int:
     """A read fd on a regular file, never through a symlink (`IntegrityError` otherwise)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, READ_FLAGS)
     except OSError as exc:
         raise IntegrityError(f"cannot open {path.name}: {exc.strerror}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):

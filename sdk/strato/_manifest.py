@@ -11,13 +11,14 @@ import json
 import math
 import os
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BundleError, IntegrityError, SignatureError
-from ._files import file_mode, sha256_file
+from ._files import file_mode, open_plain, sha256_file
 from ._names import check_name
 from ._tensors import TensorSpec
 
@@ -39,6 +40,7 @@ __all__ = [
 BUNDLE_FORMAT = "strato.bundle/1"
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
+MAX_PATH_PART = 255  # bytes in one file name on Linux (ext4, XFS, ...): longer is ENAMETOOLONG
 # Descriptive top-level fields the pipeline writes (kept in `Manifest.extra`); any other unknown
 # field is refused in a signed manifest, since this reader could not honour what it means.
 INFO_FIELDS = frozenset({"training", "parent", "history"})
@@ -111,7 +113,8 @@ def check_artifact_path(path: object) -> str:
     """`path` if it is a safe artifact path, else `IntegrityError`.
 
     Safe: a non-empty relative POSIX path, already normalised (no `.`, `..`, empty parts,
-    backslashes or NUL), not the manifest itself.
+    backslashes, NUL or other control characters), every part a legal file name (at most 255
+    bytes), not the manifest itself nor under a folder of its name.
     """
     text = path if isinstance(path, str) else ""
     parts = text.split("/")
@@ -120,10 +123,11 @@ def check_artifact_path(path: object) -> str:
         or len(text) > 1024
         or text.startswith("/")
         or "\\" in text
-        or "\0" in text
+        or any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)  # NUL, newline, ...
         or any(part in ("", ".", "..") for part in parts)
+        or any(len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_PART for part in parts)
         or PurePosixPath(text).as_posix() != text
-        or text == MANIFEST
+        or parts[0].casefold() == MANIFEST  # also `manifest.json/x`: a folder where it goes
     )
     if bad:
         raise IntegrityError(
@@ -241,7 +245,8 @@ class Manifest:
         seen: set[str] = set()
         for artifact in self.artifacts:
             path = check_artifact_path(artifact.path)
-            folded = path.casefold()
+            # one file on case- or normalisation-insensitive disks (NFC vs NFD `é`) is one name
+            folded = unicodedata.normalize("NFC", path).casefold()
             nested = any(p.startswith(folded + "/") or folded.startswith(p + "/") for p in seen)
             if folded in seen or nested:
                 raise IntegrityError(f"{self.ref}: artifact path {path!r} is named twice")
@@ -333,12 +338,11 @@ class Manifest:
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read `manifest.json` at `path` (never through a symlink)."""
+        if not os.path.lexists(path):
+            raise BundleError(f"no {MANIFEST} at {path}")
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            with os.fdopen(fd, "rb") as stream:
+            with os.fdopen(open_plain(Path(path)), "rb") as stream:  # no symlink, no FIFO
                 data = stream.read(MAX_MANIFEST_BYTES + 1)
-        except FileNotFoundError:
-            raise BundleError(f"no {MANIFEST} at {path}") from None
         except OSError as exc:
             raise BundleError(f"cannot read {path}: {exc}") from exc
         return cls.from_json_bytes(data, source=str(path))

@@ -19,7 +19,7 @@ from ._bundle import MANIFEST, Bundle, Manifest
 from ._download import cached_version, fetch_manifest, fetch_version
 from ._errors import BundleError, ConfigError, ModelNotFound, VersionExists
 from ._names import check_name, is_name, numeric_version
-from ._storage import LocalStore, S3Store, open_store
+from ._storage import LocalStore, S3Store, open_store, read_bounded
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -147,7 +147,7 @@ class Registry:
 
     def _alias_doc(self, name: str) -> dict[str, Any]:
         key = f"{check_name(name)}/{ALIASES}"
-        data = self.store.read_bytes(key) if self.store.exists(key) else None
+        data = read_bounded(self.store, key) if self.store.exists(key) else None
         return parse_aliases(data, f"{self.url}/{key}")
 
     def resolve(self, ref: str | ModelRef) -> ModelRef:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import (
+    BundleError,
     ConfigError,
     IntegrityError,
     ModelNotFound,
@@ -34,14 +35,24 @@ from ._errors import (
     Unavailable,
     VersionExists,
 )
-from ._files import CHUNK, dir_mode, file_mode
+from ._files import CHUNK, READ_FLAGS, dir_mode, file_mode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["LocalStore", "S3Store", "Staged", "Store", "open_store"]
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "LocalStore",
+    "S3Store",
+    "Staged",
+    "Store",
+    "open_store",
+    "read_bounded",
+]
 
 CLAIM = ".claim"
+MAX_METADATA_BYTES = 16 << 20  # a manifest or aliases.json: a hostile registry's 2 GiB file
+# is refused after this many bytes, not read into memory first
 REMOVED = ".removed"  # what a removed local version leaves behind: its number stays taken
 _UPDATE_ATTEMPTS = 64
 
@@ -98,7 +109,7 @@ class LocalStore:
                 raise ModelNotFound(f"{key} not found in registry {self.url}")
             raise IntegrityError(f"{key} in registry {self.url} is a symlink; refused")
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, READ_FLAGS)  # O_NONBLOCK: a planted FIFO never blocks the reader
         except FileNotFoundError:
             raise ModelNotFound(f"{key} not found in registry {self.url}") from None
         except OSError as exc:
@@ -137,7 +148,7 @@ class LocalStore:
         lock = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, file_mode())
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            current = path.read_bytes() if path.is_file() else None
+            current = read_bounded(self, key) if os.path.lexists(path) else None
             self.replace_bytes(key, change(current))
         finally:
             os.close(lock)  # closing releases the lock
@@ -299,7 +310,7 @@ class S3Store:
         for attempt in range(_UPDATE_ATTEMPTS):
             try:
                 found = self._get(key)
-                current: bytes | None = found["Body"].read()
+                current: bytes | None = _bounded(self._chunks(found["Body"], key), key)
                 condition = {"IfMatch": str(found["ETag"])}
             except ModelNotFound:
                 current, condition = None, {"IfNoneMatch": "*"}
@@ -399,6 +410,25 @@ class S3Store:
 
     def _upload(self, path: Path, key: str) -> None:
         self._call(key, lambda: self.client.upload_file(str(path), self.bucket, key))
+
+
+def read_bounded(store: Store, key: str, limit: int = MAX_METADATA_BYTES) -> bytes:
+    """The bytes of a metadata object (a manifest, `aliases.json`), refused (`BundleError`) as
+    soon as more than `limit` arrive: never read whole into memory first."""
+    return _bounded(store.iter_bytes(key), key, limit)
+
+
+def _bounded(chunks: Iterator[bytes], key: str, limit: int = MAX_METADATA_BYTES) -> bytes:
+    found, size = [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            raise BundleError(f"{key} is larger than {limit} bytes; refused")
+        found.append(chunk)
+    return b"".join(found)
 
 
 def open_store(
