@@ -195,16 +195,21 @@ class Http11Connection:
             for part in parts:
                 sock.sendall(part)
             return
+        total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
+        sent = sock.sendmsg(parts)  # one gather; almost always all of it
+        if sent == total:
+            return
         views = [memoryview(part).cast("B") for part in parts]
         while views:
-            sent = sock.sendmsg(views)
             while views and sent >= len(views[0]):
                 sent -= len(views[0])
                 views.pop(0)
             if views and sent:
                 views[0] = views[0][sent:]
-            if views:
-                sock.settimeout(_remaining(deadline))
+            if not views:
+                return
+            sock.settimeout(_remaining(deadline))
+            sent = sock.sendmsg(views)
 
     def _recv(self, deadline: float, received: int) -> bytes:
         self.sock.settimeout(_remaining(deadline))
@@ -245,6 +250,10 @@ class Http11Connection:
         return Http11Response(status, headers, body, keep_alive)
 
     def _read_exact(self, length: int, rest: memoryview, deadline: float) -> bytearray:
+        if len(rest) == length:  # the whole body came with the head (a small answer): one copy
+            body = bytearray(rest)
+            self._buffer = bytearray()
+            return body
         body = bytearray(length)
         have = min(len(rest), length)
         body[:have] = rest[:have]
