@@ -291,3 +291,14 @@ def test_remembered_heads_and_plans_follow_each_signature(edge_daemon, session_r
             assert answer.outputs["logits"].shape == (rows, 10)
         assert len(edge._requests._heads) == 5 and len(edge._responses._plans) == 4
     local.close()
+
+
+def test_a_body_bigger_than_the_socket_buffer_arrives_whole(scripted):
+    """8 MB does not fit one sendmsg: the rest is sent from where the kernel stopped."""
+    x = np.random.default_rng(5).random((1, 2, 1024, 1024), dtype=np.float32)  # 8 MiB
+    server = scripted(lambda conn, request, n: conn.sendall(ok()) or True)
+    with Edge(server.url, timeout=30) as edge:
+        parts = edge._infer_parts(InferRequest("big", {"input": x}))
+        assert edge._exchange(parts, 30).status == 200
+    assert server.requests[0] == b"".join(bytes(part) for part in parts)
+    assert server.requests[0].endswith(x.tobytes())
