@@ -6,7 +6,6 @@ are imported inside the command bodies so that `strato --help` stays light.
 
 from __future__ import annotations
 
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,9 +124,9 @@ def evaluate_command(run_dir: RunDir, quiet: QuietOpt = False, as_json: JsonOpt 
         report.labels, report.precision, report.recall, report.f1, report.support, strict=True
     ):
         table.add_row(label, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", str(n))
-    from rich.console import Console
+    from strato.cli import console
 
-    Console().print(table)
+    console().print(table)  # full width when piped: rich would cut at 80 columns
     typer.echo(f"accuracy {report.accuracy:.4f}  macro F1 {report.macro_f1:.4f}")
     typer.echo(f"wrote {run_dir / 'report.json'}, confusion.png, curves.png")
 
@@ -265,10 +264,9 @@ def quickstart_command(
     if as_json:
         print_json(summary)
         return
-    from rich.console import Console
+    from strato.cli import console as full_width
 
-    # Rich falls back to 80 columns off a terminal (CI logs); the tables need more.
-    out = Console() if sys.stdout.isatty() else Console(width=120)
+    out = full_width()  # rich falls back to 80 columns off a terminal; piped tables keep all
     _print_summary(summary, out)
     if "optimize" in summary:
         from strato_training.cli_optimize import print_summary

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from strato.cli import JsonOpt, RegistryOpt, print_json
+from strato.cli import console as full_width
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -87,10 +88,9 @@ def _cell(found: dict[str, Any], key: str, scale: float, unit: str) -> str:
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     """fp32 and every artifact side by side: size, the task's gate figures, p50 latency, and
     which layers a per-layer search kept in fp32."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or full_width()
     columns = _HEADLINE.get(summary.get("task", "classification"), _GENERIC)
     table = Table(
         "artifact",
@@ -284,7 +284,6 @@ def calibrate_command(
 
     Example: strato calibrate digits-mlp:1 --target-precision 0.99
     """
-    from rich.console import Console
 
     from strato_training.optimize import calibrate_bundle
 
@@ -297,7 +296,7 @@ def calibrate_command(
         print_json(summary)
         return
     typer.echo(f"{summary['ref']} (from {summary['from']})")
-    _print_calibration(summary["calibration"], Console())
+    _print_calibration(summary["calibration"], full_width())
 
 
 def compile_command(
