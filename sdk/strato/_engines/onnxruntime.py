@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from strato._errors import BundleError, EngineError, InvalidInput
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from strato._bundle import Artifact, Bundle
     from strato._tensors import TensorSpec
 
-__all__ = ["PROVIDER_ORDER", "OnnxRuntimeEngine", "available_providers"]
+__all__ = ["PROVIDER_ORDER", "OnnxRuntimeEngine", "available_providers", "external_data"]
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -47,19 +49,56 @@ def available_providers() -> list[str]:
     return [p for p in PROVIDER_ORDER if p in offered] or ["CPUExecutionProvider"]
 
 
+def external_data(bundle: Bundle, model: Artifact, graph: bytes) -> dict[str, bytes]:
+    """The verified bytes of every artifact `graph` names as external data (weights of models
+    over 2 GB live in `<model>.data`), keyed by the location the graph uses (relative to the
+    model's folder). ONNX Runtime is given these bytes, never a path it would open itself."""
+    folder = PurePosixPath(model.path).parent
+    found = {}
+    for artifact in bundle.manifest.artifacts:
+        path = PurePosixPath(artifact.path)
+        if artifact.path == model.path or artifact.kind in bundle.skip_kinds:
+            continue
+        if folder.parts != path.parts[: len(folder.parts)]:
+            continue
+        location = path.relative_to(folder).as_posix()
+        if location.encode() in graph:  # a location is stored as plain text in the graph
+            found[location] = bundle.read_verified(artifact)
+    return found
+
+
 def _session(
-    model: bytes, providers: Sequence[str], threads: int | None, *, name: str = "model"
+    model: bytes,
+    providers: Sequence[str],
+    threads: int | None,
+    *,
+    name: str = "model",
+    data: Mapping[str, bytes] | None = None,
 ) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    # From bytes, ONNX Runtime resolves external data against the working directory: a graph
+    # naming `weights.bin` would load whatever file of that name sits there, unverified. Point
+    # it at an empty private folder, so only the verified bytes below can be found.
+    empty = tempfile.TemporaryDirectory(prefix="strato-no-external-")
+    options.add_session_config_entry(
+        "session.model_external_initializers_file_folder_path", empty.name
+    )
+    if data:
+        names = list(data)
+        buffers = [data[key] for key in names]
+        options.add_external_initializers_from_files_in_memory(
+            names, buffers, [len(b) for b in buffers]
+        )
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     threads = threads or int(os.environ.get("STRATO_ORT_THREADS", "0") or 0)
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(model, sess_options=options, providers=list(providers))
+        with empty:
+            return ort.InferenceSession(model, sess_options=options, providers=list(providers))
     except Exception as exc:  # ORT raises its own exception types, not importable lazily
         raise BundleError(f"ONNX Runtime cannot load {name}: {exc}") from exc
 
@@ -77,12 +116,15 @@ class OnnxRuntimeEngine(Engine):
     ) -> None:
         self.bundle = bundle
         self.artifact = artifact
-        # the very bytes that were hashed: a file swapped after verification is never loaded
+        # the very bytes that were hashed: a file swapped after verification is never loaded,
+        # its external data (`model.onnx.data`) neither
+        graph = bundle.read_verified(artifact)
         self._session = _session(
-            bundle.read_verified(artifact),
+            graph,
             providers or available_providers(),
             threads,
             name=f"{bundle.ref} {artifact.path}",
+            data=external_data(bundle, artifact, graph),
         )
         self.providers = list(self._session.get_providers())
         manifest = bundle.manifest
