@@ -1,6 +1,6 @@
 """The commands in the docs run as written.
 
-Every ```bash block of `RUN` is executed, block after block, in one sandbox per document: a
+Every ```bash and ```python block of `RUN` is executed, in order, in one sandbox per document: a
 folder registry `.strato/registry` and an S3 registry `s3://models/strato` (a moto server)
 holding `digits-mlp:1` (alias prod) and `digits-mlp:2`, `STRATO_S3_ENDPOINT` pointing at moto.
 Long-running commands (`strato edge serve`, `strato cloud local`) start in the background and
@@ -59,6 +59,7 @@ class Block:
     line: int
     commands: list[Command] = field(default_factory=list)
     skipped: str | None = None
+    python: str | None = None  # the code of a ```python block (run as one script)
 
 
 def _reason(comment: str) -> str | None:
@@ -72,9 +73,15 @@ def _reason(comment: str) -> str | None:
 def blocks(doc: Path) -> list[Block]:
     """The ```bash blocks of `doc`; `$ ` prefixed lines are the commands of transcript blocks."""
     found = []
-    for match in re.finditer(r"^```(bash|sh)\n(.*?)^```", doc.read_text(), re.S | re.M):
+    for match in re.finditer(r"^```(bash|sh|python)\n(.*?)^```", doc.read_text(), re.S | re.M):
         start = doc.read_text().count("\n", 0, match.start()) + 2
         block = Block(doc, start)
+        if match.group(1) == "python":
+            first = match.group(2).lstrip().splitlines()[0] if match.group(2).strip() else ""
+            block.python = match.group(2)
+            block.skipped = _reason(first) if first.startswith("#") else None
+            found.append(block)
+            continue
         lines = match.group(2).splitlines()
         transcript = any(line.startswith("$ ") for line in lines)
         pending, first = "", 0
@@ -200,6 +207,15 @@ def test_the_commands_of_a_doc_run_as_written(doc, sandbox):
         for block in blocks(doc):
             if block.skipped:
                 left_out.append(f"{doc.name}:{block.line}: {block.skipped}")
+                continue
+            if block.python is not None:
+                code = _substitute(block.python, root, ports)
+                done = subprocess.run(
+                    [sys.executable, "-c", code],
+                    cwd=root, env=sandbox, capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                assert done.returncode == 0, f"{doc.name}:{block.line}\n{done.stderr}"
+                ran += 1
                 continue
             for command in block.commands:
                 if command.skipped:
