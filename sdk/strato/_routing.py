@@ -151,8 +151,9 @@ class Router(Failover):
         policy: Policy | None,
         request_id: str | None,
     ) -> Hop | None:
-        """The hot path: a `Hop` when one call to a healthy, unlimited first backend is the
-        whole plan (known model, failover policy); None sends the driver to `predict`."""
+        """The hot path: a `Hop` when one call to a healthy first backend is the whole plan
+        (known model, failover policy, a request within its payload limit); None sends the
+        driver to `predict`."""
         info = self.models.get(model)
         policy = policy or self.policy
         if info is None or policy.kind != "failover":
@@ -163,11 +164,17 @@ class Router(Failover):
         else:
             plan = self.plan(policy, info, model)
         first = plan[0]
-        if first.breaker.state != "closed" or first.limited:
+        if first.breaker.state != "closed":
             return None
         start = perf_counter()
         single = info.single_input
         inputs = {single: x} if single and type(x) is np.ndarray else named(model, x, info)
+        if first.limited:  # one request only if it fits; else `predict` splits the rows
+            size = 0
+            for array in inputs.values():
+                size += array.nbytes
+            if size > first.transport.max_tensor_bytes(len(inputs)):
+                return None
         request = InferRequest(model, inputs, version, request_id)
         return first, request, start, start + (timeout or self.timeout), info, plan
 
