@@ -79,7 +79,9 @@ def _reason(comment: str) -> str | None:
 def blocks(doc: Path) -> list[Block]:
     """The ```bash blocks of `doc`; `$ ` prefixed lines are the commands of transcript blocks."""
     found = []
-    for match in re.finditer(r"^```(bash|sh|python)\n(.*?)^```", doc.read_text(), re.S | re.M):
+    for match in re.finditer(
+        r"^```(bash|sh|console|shell|python)\n(.*?)^```", doc.read_text(), re.S | re.M
+    ):
         start = doc.read_text().count("\n", 0, match.start()) + 2
         block = Block(doc, start)
         if match.group(1) == "python":
