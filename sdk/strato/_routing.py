@@ -114,7 +114,8 @@ class Router(Failover):
         known = self.models.get(model)
         if known is not None:
             return known
-        tiers = (policy or self.policy).order
+        policy = policy or self.policy
+        tiers = policy.order
         failures: list[StratoError] = []
         for backend in sorted(self.backends, key=lambda b: b.tier != "edge"):
             if backend.tier not in tiers:
