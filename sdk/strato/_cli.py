@@ -69,9 +69,9 @@ def _registry(root: str | None, s3_endpoint: str | None = None) -> Any:
         return Registry(url)
     if not s3_endpoint:
         return Registry(url)
-    import boto3
+    from ._settings import make_s3_client
 
-    return Registry(url, s3_client=boto3.client("s3", endpoint_url=s3_endpoint))
+    return Registry(url, s3_client=make_s3_client(s3_endpoint))
 
 
 @models_app.command("ls")

@@ -11,14 +11,18 @@ from typing import Any
 
 __all__ = [
     "S3_ENDPOINT_ENV",
+    "S3_TIMEOUT_ENV",
     "TRUSTED_KEYS_ENV",
     "make_s3_client",
     "s3_endpoint",
+    "s3_timeout",
     "trusted_keys_spec",
 ]
 
 TRUSTED_KEYS_ENV = "STRATO_TRUSTED_KEYS"
 S3_ENDPOINT_ENV = "STRATO_S3_ENDPOINT"
+S3_TIMEOUT_ENV = "STRATO_S3_TIMEOUT_S"
+S3_TIMEOUT_S = 20.0
 
 
 def _resolve(explicit: str | None, env: str) -> str | None:
@@ -38,8 +42,28 @@ def s3_endpoint(explicit: str | None = None) -> str | None:
     return _resolve(explicit, S3_ENDPOINT_ENV)
 
 
-def make_s3_client(endpoint: str | None = None) -> Any:
-    """A boto3 S3 client at `s3_endpoint(endpoint)`; boto3 is imported only here, lazily."""
-    import boto3
+def s3_timeout() -> float:
+    """Seconds a registry's S3 endpoint may stay silent (connect, or between two reads):
+    `STRATO_S3_TIMEOUT_S` > 20. botocore's own default (60 s, five attempts) let a silent
+    endpoint hold `strato edge pull` for five minutes a request."""
+    text = os.environ.get(S3_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(text) if text else S3_TIMEOUT_S
+    except ValueError:
+        value = S3_TIMEOUT_S
+    return value if value > 0 else S3_TIMEOUT_S
 
-    return boto3.client("s3", endpoint_url=s3_endpoint(endpoint))
+
+def make_s3_client(endpoint: str | None = None) -> Any:
+    """A boto3 S3 client at `s3_endpoint(endpoint)` with `s3_timeout()` and three attempts;
+    boto3 is imported only here, lazily."""
+    import boto3
+    from botocore.config import Config
+
+    timeout = s3_timeout()
+    config = Config(
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"mode": "standard", "max_attempts": 3},
+    )
+    return boto3.client("s3", endpoint_url=s3_endpoint(endpoint), config=config)

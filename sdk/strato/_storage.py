@@ -282,15 +282,34 @@ class S3Store:
         return self._chunks(body, key)
 
     def _chunks(self, body: Any, key: str) -> Iterator[bytes]:
-        chunks = body.iter_chunks(CHUNK)
+        """The body as it arrives, one socket read at a time (urllib3's `read1`), so that an
+        endpoint trickling bytes is cut once a `CHUNK` takes longer than `stall_s()`: a read of
+        a whole chunk would wait for all of it (a byte every 19 s held a pull for weeks)."""
+        from urllib3.exceptions import HTTPError  # botocore's own transport
+
+        from ._settings import s3_timeout
+
+        raw: Any = getattr(body, "_raw_stream", None)  # botocore's urllib3 response
+        read = getattr(raw, "read1", None) or body.read
+        stall = 3 * s3_timeout()
+        window, since = 0, time.monotonic()
         while True:
             try:
-                chunk = self._call(key, lambda: next(chunks, b""))
-            except (OSError, ValueError) as exc:  # urllib3 protocol errors are OSError/ValueError
+                chunk = self._call(key, lambda: read(CHUNK))
+            except (OSError, ValueError, HTTPError) as exc:  # read timeout, short body, reset
                 raise Unavailable(f"{key}: download broke off: {exc}", backend="s3") from exc
             if not chunk:
                 body.close()
                 return
+            window += len(chunk)
+            if window >= CHUNK:
+                window, since = 0, time.monotonic()
+            elif time.monotonic() - since > stall:
+                body.close()
+                raise Unavailable(
+                    f"{key}: the registry sent {window} bytes in {stall:.0f} s; cut off",
+                    backend="s3",
+                )
             yield chunk
 
     def _put(self, key: str, data: bytes, **condition: str) -> None:
