@@ -34,7 +34,7 @@ HANDLER = """
 import time; started = time.perf_counter()
 import json, sys
 import strato_lambda.app as app
-from strato_lambda.context import InvocationContext
+from strato_lambda.emulator import InvocationContext
 answer = app.handler(json.loads(open(sys.argv[1]).read()), InvocationContext())
 assert answer.get("statusCode", answer.get("status")) == 200, answer
 print(json.dumps({"seconds": time.perf_counter() - started}))

@@ -43,7 +43,7 @@ if sys.argv[3] == "inline":
     server.DECODE_INLINE_BYTES = 1 << 40
 from pathlib import Path
 from strato_edge.config import ServeConfig
-from strato_edge.runner import serve
+from strato_edge.daemon import serve
 serve(ServeConfig(store=Path(sys.argv[1]), port=int(sys.argv[2]), max_body_bytes=64 << 20))
 """
 

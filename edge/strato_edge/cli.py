@@ -136,7 +136,7 @@ def serve(
     Example: strato edge serve --store .strato/registry --port 8000
     """
     from strato_edge.config import BatchingConfig, ServeConfig, load_batching
-    from strato_edge.runner import serve as run_server
+    from strato_edge.daemon import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     base = BatchingConfig(

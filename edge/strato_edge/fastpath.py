@@ -24,8 +24,8 @@ from strato import InvalidInput, PayloadTooLarge, serving
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
+    from strato_edge.device_store import ServedModel
     from strato_edge.server import EdgeServer
-    from strato_edge.store import ServedModel
 
     Scope = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

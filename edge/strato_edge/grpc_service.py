@@ -31,8 +31,8 @@ from strato_edge.triton import model_config, model_statistics
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from strato_edge.device_store import ServedModel
     from strato_edge.server import EdgeServer
-    from strato_edge.store import ServedModel
 
 __all__ = ["InferenceServicer", "start_grpc_server"]
 

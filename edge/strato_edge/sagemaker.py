@@ -21,7 +21,7 @@ from strato import InvalidInput, serving
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from strato_edge.store import ServedModel
+    from strato_edge.device_store import ServedModel
 
 __all__ = [
     "CSV",

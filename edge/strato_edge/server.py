@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from strato import InvalidInput, ModelNotFound, PayloadTooLarge, Timeout, Unauthorized, serving
 
+from strato_edge.device_store import ModelStore
 from strato_edge.fastpath import InferFastPath
 from strato_edge.idempotency import AnswerCache, request_key
 from strato_edge.metrics import Metrics
@@ -37,7 +38,6 @@ from strato_edge.sagemaker import (
 )
 from strato_edge.shm import EXTENSION, SystemSharedMemory, uses_shared_memory
 from strato_edge.shm_http import OFF, require_local, shm_routes
-from strato_edge.store import ModelStore
 from strato_edge.triton import model_config, model_statistics
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from strato_edge.config import ServeConfig
-    from strato_edge.store import ServedModel
+    from strato_edge.device_store import ServedModel
 
 __all__ = ["DECODE_INLINE_BYTES", "EdgeServer", "create_app"]
 

@@ -200,7 +200,7 @@ def rollback(store: Path, name: str, *, alias: str = CURRENT, to: str | None = N
 
 def store_status(store: Path) -> list[dict[str, Any]]:
     """Per model: installed versions, aliases and the version a daemon would serve."""
-    from strato_edge.store import served_versions
+    from strato_edge.device_store import served_versions
 
     if not store.is_dir():
         return []

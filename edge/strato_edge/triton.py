@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from strato_edge.config import BatchingConfig
+    from strato_edge.device_store import ServedModel
     from strato_edge.metrics import InferStats
     from strato_edge.server import EdgeServer
-    from strato_edge.store import ServedModel
 
 __all__ = ["PLATFORMS", "model_config", "model_statistics", "triton_stats"]
 

@@ -34,7 +34,7 @@ from ._errors import (
     VersionExists,
     VersionMismatch,
 )
-from ._messages import Classification, InferRequest, InferResponse, Prediction
+from ._inference import Classification, InferRequest, InferResponse, Prediction
 from ._outbox import FailedRequest, FlushReport, Outbox, Queued
 from ._registry import ModelRef, Registry
 from ._tensors import TensorSpec

@@ -20,7 +20,7 @@ from strato._transports.base import AsyncTransport, Transport
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from strato._messages import Classification, InferRequest, InferResponse, Prediction
+    from strato._inference import Classification, InferRequest, InferResponse, Prediction
     from strato._route_steps import Steps, T
     from strato.policies import Policy, Retry
 

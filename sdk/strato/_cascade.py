@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from strato._errors import ConfigError
-from strato._messages import InferRequest, InferResponse
+from strato._inference import InferRequest, InferResponse
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

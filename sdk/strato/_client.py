@@ -22,7 +22,7 @@ import numpy as np
 from strato._breaker import BreakerConfig
 from strato._cascade import softmax
 from strato._errors import ConfigError, TransportError
-from strato._messages import Classification, InferRequest, Prediction
+from strato._inference import Classification, InferRequest, Prediction
 from strato._outbox import UNNAMED, FlushReport, Outbox, Queued
 from strato._payload import row_chunks
 from strato._route_steps import Call, Cancel, Finished, Metadata, Sleep, Start, Wait

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from strato._errors import Throttled, Timeout, TransportError, Unavailable, VersionMismatch
-from strato._messages import InferRequest, InferResponse
+from strato._inference import InferRequest, InferResponse
 from strato._payload import merge_answers, split_rows
 from strato._route_steps import Backend, Call, ModelInfo, Sleep, Steps
 

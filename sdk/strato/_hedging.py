@@ -12,7 +12,7 @@ from strato._failover import Failover, Outcome, Tried, all_failed, failure_kind
 from strato._route_steps import Backend, Cancel, Finished, ModelInfo, Start, Steps, Wait
 
 if TYPE_CHECKING:
-    from strato._messages import InferRequest
+    from strato._inference import InferRequest
     from strato.policies import LatencySLO
 
 __all__ = ["first_answer", "hedge", "hedge_delay", "leg_result"]

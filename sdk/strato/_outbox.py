@@ -38,14 +38,14 @@ import numpy as np
 
 from strato._codec import MAX_ELEMENTS, decode_request, encode_request
 from strato._errors import ConfigError, InferenceError, InvalidInput, TransportError
-from strato._messages import InferRequest
+from strato._inference import InferRequest
 from strato._tensors import datatype_of
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Iterator
 
-    from strato._messages import Prediction
+    from strato._inference import Prediction
 
 __all__ = ["UNNAMED", "FailedRequest", "FlushReport", "Outbox", "Queued"]
 

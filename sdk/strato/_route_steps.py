@@ -17,7 +17,7 @@ from strato._breaker import Breaker, BreakerConfig, LatencyTracker
 from strato._transports.base import NO_LIMIT
 
 if TYPE_CHECKING:
-    from strato._messages import InferRequest
+    from strato._inference import InferRequest
     from strato._transports.base import AsyncTransport, Transport
 
 __all__ = [

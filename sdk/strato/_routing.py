@@ -33,7 +33,7 @@ from strato._errors import (
 )
 from strato._failover import Failover, Outcome, all_failed, failure_kind
 from strato._hedging import hedge
-from strato._messages import InferRequest, InferResponse, Prediction
+from strato._inference import InferRequest, InferResponse, Prediction
 from strato._route_steps import (
     Backend,
     Hop,

@@ -27,7 +27,7 @@ from ._errors import InvalidInput, StratoError, Unavailable
 from ._tensors import datatype_of, dtype_of
 
 if TYPE_CHECKING:
-    from ._messages import InferRequest, InferResponse
+    from ._inference import InferRequest, InferResponse
     from ._transports.edge import Edge
 
 __all__ = ["ShmSession", "ShmSlot"]

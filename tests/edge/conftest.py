@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from strato_edge.config import ServeConfig
-from strato_edge.runner import EdgeUvicorn, build_server
+from strato_edge.daemon import EdgeUvicorn, build_server
 
 
 class RunningServer:

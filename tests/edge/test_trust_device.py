@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from strato import ConfigError, DowngradeRefused, ModelNotFound, Registry
 from strato._cli import app
-from strato_edge.store import served_versions
+from strato_edge.device_store import served_versions
 from strato_edge.sync import pull, rollback, served_record
 from support import build_tiny_bundle
 from typer.testing import CliRunner

@@ -49,7 +49,7 @@ def lambda_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     from strato_lambda import app
-    from strato_lambda.context import InvocationContext
+    from strato_lambda.emulator import InvocationContext
     from strato_lambda.settings import Settings
 
     root = tmp_path_factory.mktemp("fuzz-lambda")

@@ -46,7 +46,7 @@ def event() -> Callable[[str], dict[str, Any]]:
 
 @pytest.fixture
 def lambda_context() -> Any:
-    from strato_lambda.context import InvocationContext
+    from strato_lambda.emulator import InvocationContext
 
     return InvocationContext(function_name="strato-infer", memory_limit_in_mb=1024)
 

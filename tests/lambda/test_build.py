@@ -108,7 +108,7 @@ CLEAN_RUN = """
 import json
 event = json.loads({event!r})
 import strato_lambda.app as app
-from strato_lambda.context import InvocationContext
+from strato_lambda.emulator import InvocationContext
 answer = app.handler(event, InvocationContext())
 import strato._envelope as envelope
 direct = app.handler(envelope.pack(event["body"].encode(), None, model="tiny", version=None), InvocationContext())

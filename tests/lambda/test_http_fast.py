@@ -93,7 +93,7 @@ def test_an_inference_event_never_imports_the_event_handler(tiny_bundle: Any, tm
     code = (
         "import json, sys\n"
         "import strato_lambda.app as app\n"
-        "from strato_lambda.context import InvocationContext\n"
+        "from strato_lambda.emulator import InvocationContext\n"
         f"event = json.loads(open({str(events / 'http_infer_json.json')!r}).read())\n"
         "answer = app.handler(event, InvocationContext())\n"
         "print(answer['statusCode'], 'aws_lambda_powertools.event_handler' in sys.modules)\n"

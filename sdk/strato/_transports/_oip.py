@@ -21,7 +21,7 @@ from strato._errors import (
     Timeout,
     Unavailable,
 )
-from strato._messages import InferRequest, InferResponse
+from strato._inference import InferRequest, InferResponse
 from strato._tensors import datatype_of
 
 __all__ = [

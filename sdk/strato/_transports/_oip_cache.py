@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from strato._codec import HEADER_LENGTH
-from strato._messages import InferResponse
+from strato._inference import InferResponse
 
 from ._oip import PRECISION_HEADER, VERSION_HEADER, request_parts, response_from, tensor_views
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from strato._messages import InferRequest
+    from strato._inference import InferRequest
 
 __all__ = ["RequestHeads", "ResponsePlans"]
 

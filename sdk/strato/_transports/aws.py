@@ -23,7 +23,7 @@ from .aws_common import BotoClients, sigv4_signer, translating_aws
 from .base import HEADER_ALLOWANCE, Transport
 
 if TYPE_CHECKING:
-    from strato._messages import InferRequest, InferResponse
+    from strato._inference import InferRequest, InferResponse
 
 __all__ = [
     "LAMBDA_PAYLOAD_LIMIT",

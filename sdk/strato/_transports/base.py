@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from strato._messages import InferRequest, InferResponse
+    from strato._inference import InferRequest, InferResponse
 
 __all__ = [
     "HEADER_ALLOWANCE",

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from strato._http11 import Http11Response
     from strato._http11_async import AsyncHttp11Pool
-    from strato._messages import InferRequest, InferResponse
+    from strato._inference import InferRequest, InferResponse
     from strato._shm import ShmSession
 
 __all__ = [

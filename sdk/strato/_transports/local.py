@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from strato._bundle import Bundle
 from strato._engines import Engine, load_engine
 from strato._errors import ModelNotFound
-from strato._messages import InferRequest, InferResponse
+from strato._inference import InferRequest, InferResponse
 from strato._registry import ModelRef, Registry
 
 from .base import NO_LIMIT, Transport

@@ -18,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from strato_lambda.context import InvocationContext
-from strato_lambda.events import HttpAnswer, http_answer, http_api_event
 from strato_lambda.settings import LAMBDA_PAYLOAD_LIMIT
+
+from .http_events import HttpAnswer, http_answer, http_api_event
+from .invocation_context import InvocationContext
 
 if TYPE_CHECKING:
     from collections.abc import Callable
