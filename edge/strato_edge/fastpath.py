@@ -17,22 +17,40 @@ import asyncio
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from strato import InvalidInput, PayloadTooLarge, serving
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
-    from strato_edge.device_store import ServedModel
-    from strato_edge.server import EdgeServer
+    from strato_edge.config import ServeConfig
+    from strato_edge.device_store import ModelStore, ServedModel
 
     Scope = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
     ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["InferFastPath", "parse_infer_path"]
+__all__ = ["InferFastPath", "InferHost", "parse_infer_path"]
+
+
+class InferHost(Protocol):
+    """What the fast path needs of the server it fronts (`EdgeServer`): a protocol, so the two
+    modules do not import each other."""
+
+    config: ServeConfig
+    store: ModelStore
+
+    def _authorize(self, headers: dict[str, str]) -> None: ...
+
+    async def answer(
+        self, served: ServedModel, body: bytes, header_length: int | None, client: Any
+    ) -> serving.Answer:
+        """Decode, run and encode one OIP request for `served`."""
+
+    def _count(self, served: ServedModel | None, status: int, seconds: float) -> None: ...
+
 
 log = logging.getLogger("strato.edge.server")
 
@@ -61,7 +79,7 @@ def parse_infer_path(path: str) -> tuple[str, str | None] | None:
 class InferFastPath:
     """An ASGI app: inference requests here, the rest to `app` (Starlette)."""
 
-    def __init__(self, app: Any, edge: EdgeServer) -> None:
+    def __init__(self, app: Any, edge: InferHost) -> None:
         self.app: ASGIApp = app
         self.state = app.state  # what the runner and tests read (`app.state.edge`)
         self.edge = edge

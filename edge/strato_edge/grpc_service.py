@@ -271,7 +271,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 await self._served(request.name, request.version)
         except Exception as exc:
             await self._fail(context, exc)
-        stats = model_statistics(self.edge, request.name or None, request.version or None)
+        stats = model_statistics(
+            self.edge.store, self.edge.metrics, request.name or None, request.version or None
+        )
         return json_format.ParseDict(stats, service_pb2.ModelStatisticsResponse())
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:

@@ -181,7 +181,7 @@ class EdgeServer:
         version = request.path_params.get("version")
         if name is not None:
             await self._served(request)  # 404 for a model (version) that is not here
-        return _json(model_statistics(self, name, version))
+        return _json(model_statistics(self.store, self.metrics, name, version))
 
     async def repository_index(self, request: Request) -> Response:
         rows = [

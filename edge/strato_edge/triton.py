@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from strato_edge.config import BatchingConfig
-    from strato_edge.device_store import ServedModel
-    from strato_edge.metrics import InferStats
-    from strato_edge.server import EdgeServer
+    from strato_edge.device_store import ModelStore, ServedModel
+    from strato_edge.metrics import InferStats, Metrics
 
 __all__ = ["PLATFORMS", "model_config", "model_statistics", "triton_stats"]
 
@@ -116,12 +115,14 @@ def triton_stats(name: str, version: str, stats: InferStats) -> dict[str, Any]:
     }
 
 
-def model_statistics(edge: EdgeServer, name: str | None, version: str | None) -> dict[str, Any]:
+def model_statistics(
+    store: ModelStore, metrics: Metrics, name: str | None, version: str | None
+) -> dict[str, Any]:
     """`{"model_stats": [...]}` for one model (its served version unless `version`) or all."""
-    served = edge.store.served()
+    served = store.served()
     keys = sorted(served.items()) if name is None else [(name, version or served.get(name, ""))]
     entries = []
     for model, model_version in keys:
-        stats = edge.metrics.stats_for(model, model_version)
+        stats = metrics.stats_for(model, model_version)
         entries.append(triton_stats(model, model_version, stats))
     return {"model_stats": entries}

@@ -18,7 +18,7 @@ import itertools
 import mmap
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -27,10 +27,30 @@ from ._errors import InvalidInput, StratoError, Unavailable
 from ._tensors import datatype_of, dtype_of
 
 if TYPE_CHECKING:
+    from ._http11 import Http11Response
     from ._inference import InferRequest, InferResponse
-    from ._transports.edge import Edge
 
-__all__ = ["ShmSession", "ShmSlot"]
+__all__ = ["ShmPeer", "ShmSession", "ShmSlot"]
+
+
+class ShmPeer(Protocol):
+    """What a shared-memory session needs of the `Edge` transport that owns it (a protocol, so
+    this module and the transport do not import each other)."""
+
+    name: str
+
+    def raw(self, method: str, path: str, body: bytes = b"", timeout: float | None = None) -> Any:
+        """One request to the daemon: (status, headers, body)."""
+
+    def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """The model's OIP metadata."""
+
+    def _post_head(self, request: InferRequest) -> bytes: ...
+
+    def _exchange(self, parts: list[bytes | memoryview], timeout: float) -> Http11Response: ...
+
+    def _answer(self, response: Http11Response, request: InferRequest) -> InferResponse: ...
+
 
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
@@ -92,13 +112,13 @@ class ShmSlot:
 class ShmSession:
     """The shared-memory side of one `Edge`: slots, model output specs, the request/answer."""
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: ShmPeer) -> None:
         self.edge = edge
         self._slots: deque[ShmSlot] = deque()
         self._outputs: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
 
     @classmethod
-    def start(cls, edge: Edge) -> ShmSession | None:
+    def start(cls, edge: ShmPeer) -> ShmSession | None:
         """A session when the daemon offers the extension to us, else None (never raises)."""
         try:
             status, _, body = edge.raw("GET", "/v2")
