@@ -57,10 +57,12 @@ class BatchingConfig:
 
     @property
     def enabled(self) -> bool:
+        """Whether requests are batched at all (`max_batch_size` > 1)."""
         return self.max_batch_size > 1
 
     @classmethod
     def from_dict(cls, raw: Any, base: BatchingConfig | None = None) -> BatchingConfig:
+        """A batching table from the config file, over `base`; unknown keys are a `ConfigError`."""
         if not isinstance(raw, dict):
             raise ConfigError(f"a batching entry must be a table/object, got {raw!r}")
         known = {"max_batch_size", "max_queue_delay_us", "instances", "inline_below_us"}
@@ -195,4 +197,5 @@ class ServeConfig:
             raise ConfigError(f"max_loaded_versions must be >= 0, got {self.max_loaded_versions}")
 
     def batching_for(self, model: str) -> BatchingConfig:
+        """The batching settings of `model`: its own table, else the daemon's default."""
         return self.model_batching.get(model, self.batching)

@@ -137,29 +137,36 @@ class Bundle:
 
     @property
     def name(self) -> str:
+        """The model name the manifest gives."""
         return self.manifest.name
 
     @property
     def version(self) -> str:
+        """The version the manifest gives."""
         return self.manifest.version
 
     @property
     def ref(self) -> str:
+        """`NAME:VERSION`."""
         return f"{self.manifest.name}:{self.manifest.version}"
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """Class labels, in output order (empty for models that are not classifiers)."""
         return self.manifest.labels
 
     @property
     def signature(self) -> dict[str, Any] | None:
+        """The manifest's Ed25519 signature block, or None when unsigned."""
         return self.manifest.signature
 
     def path_of(self, artifact: str | Artifact) -> Path:
+        """Where `artifact` (an `Artifact` or its relative path) lies inside this bundle."""
         relpath = artifact.path if isinstance(artifact, Artifact) else artifact
         return self.root / relpath
 
     def models(self, kind: str = "onnx") -> list[Artifact]:
+        """The artifacts of one kind (`onnx`, `tensorrt`, ...), in manifest order."""
         return [a for a in self.manifest.artifacts if a.kind == kind]
 
     def select(self, *, precision: str | None = None, kind: str = "onnx") -> Artifact:

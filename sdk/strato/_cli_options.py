@@ -47,10 +47,12 @@ registry_option = RegistryOpt
 
 
 def print_json(value: Any) -> None:
+    """Print `value` as indented JSON on stdout (for `--json`)."""
     typer.echo(json.dumps(value, indent=2, default=str))
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a one-line `error: ...` on stderr; the `typer.Exit(code)` to raise."""
     typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(code)
 

@@ -52,6 +52,7 @@ _JSON_SIZE = re.compile(r"json-header-size\s*=\s*(\d+)")
 
 
 def loads(body: bytes | str) -> Any:
+    """Parse a JSON body (orjson when installed); malformed JSON is an `InvalidInput`."""
     try:
         if _orjson is not None:
             return _orjson.loads(body)
@@ -61,6 +62,7 @@ def loads(body: bytes | str) -> Any:
 
 
 def dumps(value: Any) -> bytes:
+    """JSON bytes of `value` (numpy arrays and scalars included)."""
     if _orjson is not None:
         encoded: bytes = _orjson.dumps(value, option=_orjson.OPT_SERIALIZE_NUMPY)
         return encoded

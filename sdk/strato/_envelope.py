@@ -25,6 +25,7 @@ ENVELOPE_VERSION = 1
 
 
 def is_envelope(event: Any) -> bool:
+    """Whether a Lambda event is strato's direct-invoke envelope (and of this version)."""
     return isinstance(event, dict) and event.get("strato") == ENVELOPE_VERSION
 
 

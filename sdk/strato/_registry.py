@@ -120,10 +120,12 @@ class Registry:
 
     @property
     def url(self) -> str:
+        """The registry's root: a folder path or `s3://bucket/prefix`."""
         return self.store.url
 
     @property
     def is_local(self) -> bool:
+        """Whether the registry is a local folder (not S3)."""
         return isinstance(self.store, LocalStore)
 
     # --- reading -------------------------------------------------------------------------

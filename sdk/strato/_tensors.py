@@ -82,6 +82,7 @@ class TensorSpec:
 
     @property
     def dtype(self) -> np.dtype[Any]:
+        """The numpy dtype of this OIP datatype."""
         return DATATYPES[self.datatype]
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +91,7 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TensorSpec:
+        """The spec `to_dict` wrote (manifest or OIP metadata form)."""
         return cls(str(raw["name"]), str(raw["datatype"]), tuple(raw["shape"]))
 
     def check(self, array: np.ndarray[Any, Any]) -> None:

@@ -72,9 +72,11 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
+        """How many classes the labels name."""
         return len(self.labels)
 
     def summary(self) -> dict[str, Any]:
+        """Name, split sizes and shapes, as the CLI and the manifest report them."""
         return {
             "name": self.name,
             "train": len(self.train),

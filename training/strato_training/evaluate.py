@@ -54,6 +54,7 @@ class EvalReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (for the manifest's metrics and `--json`)."""
         per_class = [
             {
                 "label": label,

@@ -61,6 +61,7 @@ class GraphSignature:
     dims: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The signature as JSON-ready values."""
         return {
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
@@ -198,6 +199,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Preprocessing:
+        """The recipe from its JSON form (`--preprocessing FILE.json`); unknown keys are refused."""
         unknown = set(raw) - _KEYS - {"baked", "model_input"}
         if unknown:
             raise ConfigError(
@@ -216,6 +218,7 @@ class Preprocessing:
             raise ConfigError(f"malformed preprocessing: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as the manifest records it."""
         return {
             "input": self.input,
             "layout": self.layout,

@@ -38,6 +38,7 @@ class OutputParity:
     mean_abs_diff: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values (for the manifest's metrics and `--json`)."""
         return {"max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff}
 
 
@@ -52,9 +53,11 @@ class ParityResult:
 
     @property
     def max_abs_diff(self) -> float:
+        """The worst absolute difference over every output."""
         return max((o.max_abs_diff for o in self.outputs), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values (for the manifest's metrics and `--json`)."""
         return {
             "reference": self.reference,
             "atol": self.atol,

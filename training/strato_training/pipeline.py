@@ -121,6 +121,7 @@ class QuickstartConfig:
 
     @property
     def run_dir(self) -> Path:
+        """Where the quickstart's training run is written."""
         return self.workdir / "run"
 
 

@@ -109,13 +109,16 @@ class TrainResult:
 
     @property
     def checkpoint(self) -> Path | None:
+        """The run's checkpoint file, when the run was saved to a folder."""
         return None if self.run_dir is None else self.run_dir / CHECKPOINT
 
     @property
     def best(self) -> dict[str, float]:
+        """The metrics of the best epoch (empty before any epoch)."""
         return self.history[self.best_epoch - 1] if self.history else {}
 
     def info(self) -> dict[str, Any]:
+        """The run's config, labels, input shape and history, as `run.json` stores them."""
         return {
             "config": asdict(self.config),
             "labels": list(self.labels),

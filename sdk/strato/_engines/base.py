@@ -30,6 +30,7 @@ class Engine:
     providers: list[str]
 
     def infer(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        """Run the model on named arrays; named outputs. Bad input is an `InvalidInput`."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -37,9 +38,11 @@ class Engine:
 
     @property
     def precision(self) -> str:
+        """The precision of the artifact this engine runs (`fp32` when unset)."""
         return self.artifact.precision or "fp32"
 
     def describe(self) -> dict[str, Any]:
+        """What serves the model: engine kind, artifact, precision and the providers really used."""
         return {
             "engine": self.kind,
             "artifact": self.artifact.path,

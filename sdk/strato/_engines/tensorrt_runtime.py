@@ -52,6 +52,7 @@ def engine_key(onnx_sha256: str, trt_version: str, compute_capability: str, prec
 
 
 def plan_path(key: str) -> str:
+    """Where the plan of engine key `key` lives inside a bundle."""
     return f"{PLAN_DIR}/{key}.plan"
 
 

@@ -271,6 +271,7 @@ class Edge(_EdgeWire, Transport):
             raise Unavailable(f"{self.name}: {exc!r}", backend=self.name) from exc
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """Send one OIP request over a pooled keep-alive connection and return the decoded answer."""
         timeout = timeout or self.timeout
         if self._shm_wanted and _nbytes(request) >= self._shm_min_bytes:
             shm = self._shm if self._shm is not None else self._start_shm()
@@ -301,10 +302,12 @@ class Edge(_EdgeWire, Transport):
         return response.status, response.headers, response.body
 
     def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """The model's OIP metadata from the daemon (`GET /v2/models/{model}[/versions/{v}]`)."""
         response = self._exchange(self._get_parts(metadata_path(model, version)), self.timeout)
         return self._metadata(response)
 
     def close(self) -> None:
+        """Close the pooled connections (and any shared-memory regions this transport registered)."""
         if self._shm is not None:
             self._shm.close()
             self._shm = None
@@ -335,12 +338,15 @@ class AsyncEdge(_EdgeWire, AsyncTransport):
             return await self._pool.request(parts, timeout)
 
     async def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
+        """Send one OIP request to the daemon and return its answer (errors mapped as for `Edge`)."""
         timeout = timeout or self.timeout
         return self._answer(await self._exchange(self._infer_parts(request), timeout), request)
 
     async def metadata(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """The model's OIP metadata from the daemon (`GET /v2/models/{model}[/versions/{v}]`)."""
         parts = self._get_parts(metadata_path(model, version))
         return self._metadata(await self._exchange(parts, self.timeout))
 
     async def aclose(self) -> None:
+        """Close the pooled connections."""
         await self._pool.aclose()
