@@ -54,6 +54,11 @@ log = logging.getLogger("strato.edge.server")
 
 _T = TypeVar("_T")
 SAGEMAKER_TARGET = "x-amzn-sagemaker-target-model"
+# SageMaker hands `invoke_endpoint(CustomAttributes=...)` to the container in this header; the
+# `SageMaker` transport asks for the model's metadata with `strato-metadata` (the hosting
+# contract has no metadata route of its own).
+SAGEMAKER_CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+METADATA_ATTRIBUTE = "strato-metadata"
 MODEL_VERSION = "X-Strato-Model-Version"
 PRECISION = "X-Strato-Precision"
 DECODE_INLINE_BYTES = 256 << 10  # bigger bodies decode off the event loop
@@ -67,6 +72,11 @@ async def _with_deadline(work: Coroutine[Any, Any, _T], seconds: float) -> _T:
         return await asyncio.wait_for(work, seconds)
     except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
         raise Timeout(f"the request ran past its deadline of {seconds:g} s") from None
+
+
+def _asks_for_metadata(headers: dict[str, str]) -> bool:
+    attributes = headers.get(SAGEMAKER_CUSTOM_ATTRIBUTES, "")
+    return METADATA_ATTRIBUTE in {part.strip() for part in attributes.replace(";", ",").split(",")}
 
 
 def _header_map(request: Request) -> dict[str, str]:
@@ -229,7 +239,10 @@ class EdgeServer:
             headers = _header_map(request)
             self._authorize(headers)
             served = await resolve(request)
-            response = await self._infer(request, headers, served, sagemaker=sagemaker)
+            if sagemaker and _asks_for_metadata(headers):
+                response = _json(dict(served.metadata), headers=self._model_headers(served))
+            else:
+                response = await self._infer(request, headers, served, sagemaker=sagemaker)
         except Exception as exc:
             response = _error(exc)
         self._count(served, response.status_code, time.perf_counter() - started)

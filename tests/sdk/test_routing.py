@@ -294,7 +294,7 @@ def test_setup_mistakes_are_config_errors_never_outages(
     assert (cloud_breaker.state, cloud_breaker.opened) == ("closed", 0)
 
 
-def test_a_sagemaker_only_client_without_metadata_is_a_config_error(
+def test_a_sagemaker_only_client_reads_metadata_from_the_container(
     session_registry, tmp_path, digit_batch
 ):
     from pathlib import Path
@@ -310,13 +310,32 @@ def test_a_sagemaker_only_client_without_metadata_is_a_config_error(
     try:
         endpoint = SageMaker("strato-tiny", endpoint_url=front.url, target_model="tiny")
         client = Client(cloud=endpoint)
-        try:
-            pred = client.predict("tiny", digit_batch)
-        except ConfigError as exc:  # the container answers no metadata: a setup mistake
-            assert "strato-metadata" in str(exc)
-            assert client.backends[0].breaker.opened == 0
-        else:  # a container that answers CustomAttributes: strato-metadata
-            assert (pred.served_by, pred.tier) == ("sagemaker", "cloud")
+        pred = client.predict("tiny", digit_batch)  # metadata via CustomAttributes
+        assert (pred.served_by, pred.tier) == ("sagemaker", "cloud")
+        assert pred.outputs["logits"].shape == (len(digit_batch), 10)
+    finally:
+        front.close()
+        container.stop()
+
+
+def test_a_sagemaker_only_client_without_metadata_is_a_config_error(
+    session_registry, tmp_path, digit_batch
+):
+    from pathlib import Path
+
+    from strato import SageMaker
+    from support.servers import SageMakerFront, edge_server, free_port
+
+    port = free_port()
+    container = edge_server(Path(session_registry.url), port, tmp_path / "sm.log", "--sagemaker")
+    container.ready_url = f"http://127.0.0.1:{port}/ping"
+    container.start()
+    front = SageMakerFront(container.url, drop_custom_attributes=True)
+    try:
+        client = Client(cloud=SageMaker("strato-tiny", endpoint_url=front.url, target_model="tiny"))
+        with pytest.raises(ConfigError, match="strato-metadata"):
+            client.predict("tiny", digit_batch)
+        assert client.backends[0].breaker.opened == 0  # a setup mistake, not an outage
     finally:
         front.close()
         container.stop()

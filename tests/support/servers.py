@@ -410,9 +410,10 @@ class DelayProxy:
 class SageMakerFront:
     """What the SageMaker runtime service does in front of a container: `POST
     /endpoints/{name}/invocations` → the container's `POST /invocations` (same body, content
-    type and target-model header); a container error comes back as a 424 `ModelError`."""
+    type and target-model header); a container error comes back as a 424 `ModelError`.
+    `drop_custom_attributes` stands in for a container that ignores `CustomAttributes`."""
 
-    def __init__(self, container_url: str) -> None:
+    def __init__(self, container_url: str, *, drop_custom_attributes: bool = False) -> None:
         front = self
         self.container = httpx.Client(base_url=container_url, timeout=30)
 
@@ -430,7 +431,7 @@ class SageMakerFront:
                 if target:
                     headers["X-Amzn-SageMaker-Target-Model"] = target
                 custom = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")
-                if custom:  # the runtime passes CustomAttributes through to the container
+                if custom and not drop_custom_attributes:  # the runtime passes them through
                     headers["X-Amzn-SageMaker-Custom-Attributes"] = custom
                 answer = front.container.post("/invocations", content=body, headers=headers)
                 if answer.status_code == 200:
