@@ -125,7 +125,8 @@ class ModelStore:
     def _load_blocking(self, name: str, version: str) -> ServedModel:
         path = self.root if self.single_bundle else self.root / name / version
         # signature (when keys are set), identity, then every sha256 before the engine sees a byte
-        bundle = Bundle.load(path, expect=(name, version))
+        # the served model's bytes as hashed here go to the engine: read and hashed once
+        bundle = Bundle.load(path, expect=(name, version), keep_served=True)
         engine = load_engine(bundle, threads=self.config.threads)
         batcher = Batcher(
             engine,

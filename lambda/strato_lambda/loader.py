@@ -129,7 +129,7 @@ def fetch_s3_bundle(
 
 def _bundle_for(source: ModelSource, settings: Settings, s3_client: Any) -> Bundle:
     if source.kind == "bundle":
-        return Bundle.load(source.root)
+        return Bundle.load(source.root, keep_served=True)  # hashed once, handed to the engine
     assert source.ref is not None
     if source.kind == "registry":
         return Registry(source.root).open(source.ref)

@@ -58,6 +58,7 @@ class Bundle:
         self.root = root
         self.manifest = manifest
         self.skip_kinds = frozenset(skip_kinds)
+        self._kept: tuple[str, bytes] | None = None  # see `load(keep_served=True)`
 
     @classmethod
     def load(
@@ -68,11 +69,17 @@ class Bundle:
         trusted_keys: TrustedKeysLike | None = None,
         expect: tuple[str, str] | None = None,
         skip_kinds: Collection[str] = (),
+        keep_served: bool = False,
     ) -> Bundle:
         """Read the manifest, check its Ed25519 signature when trusted keys are configured
         (`trusted_keys` or `STRATO_TRUSTED_KEYS`; `SignatureError`), refuse it unless it names
         `expect` (name, version) when given, then verify every artifact's sha256
-        (`IntegrityError`), except those of `skip_kinds` (e.g. TensorRT plans in the cloud)."""
+        (`IntegrityError`), except those of `skip_kinds` (e.g. TensorRT plans in the cloud).
+
+        `keep_served`: keep the bytes of the model `select()` picks, as hashed here, for the
+        engine's `read_verified` (which takes them once): a served model is read and hashed once,
+        not twice, and what the engine loads is still exactly what was checked. For loaders that
+        build an engine at once (the device store, the Lambda); the bytes are held until then."""
         root = Path(root)
         if not root.is_dir():
             raise BundleError(f"bundle directory {root} does not exist")
@@ -81,7 +88,7 @@ class Bundle:
             bundle.check_signature(trusted_keys)
             if expect is not None:
                 bundle.manifest.check_identity(*expect, where=str(root))
-            bundle.verify()
+            bundle.verify(keep=bundle._served_path() if keep_served else None)
         return bundle
 
     def check_signature(self, trusted_keys: TrustedKeysLike | None = None) -> str | None:
@@ -92,19 +99,41 @@ class Bundle:
 
         return verify_manifest(self.manifest, trusted_keys, source=str(self.root / MANIFEST))
 
-    def verify(self) -> None:
-        """Every artifact (but `skip_kinds`) is a plain file inside the bundle with its sha256."""
+    def verify(self, *, keep: str | None = None) -> None:
+        """Every artifact (but `skip_kinds`) is a plain file inside the bundle with its sha256;
+        the verified bytes of the artifact at `keep` are kept for one `read_verified`."""
         self.manifest.check_paths()
         for artifact in self.manifest.artifacts:
-            if artifact.kind not in self.skip_kinds:
+            if artifact.kind in self.skip_kinds:
+                continue
+            if artifact.path == keep:
+                self._kept = (artifact.path, self._read_checked(artifact))
+            else:
                 self._check(artifact, self._hash(artifact))
 
     def read_verified(self, artifact: str | Artifact) -> bytes:
-        """The artifact's bytes, read once and hashed: load exactly these (no re-open race)."""
+        """The artifact's bytes, read once and hashed: load exactly these (no re-open race).
+        Bytes kept by `load(keep_served=True)` are handed over (once) without a second read."""
         artifact = artifact if isinstance(artifact, Artifact) else self.manifest.artifact(artifact)
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] == artifact.path:
+            return kept[1]
+        return self._read_checked(artifact)
+
+    def drop_kept(self) -> None:
+        """Forget bytes `load(keep_served=True)` kept (an engine that did not take them)."""
+        self._kept = None
+
+    def _read_checked(self, artifact: Artifact) -> bytes:
         data = b"".join(file_chunks(self._plain_path(artifact)))
         self._check(artifact, hashlib.sha256(data).hexdigest())
         return data
+
+    def _served_path(self) -> str | None:
+        try:
+            return self.select().path
+        except BundleError:
+            return None
 
     def _plain_path(self, artifact: Artifact) -> Path:
         relpath = check_artifact_path(artifact.path)

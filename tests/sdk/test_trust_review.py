@@ -133,3 +133,22 @@ def test_an_s3_artifact_under_a_folder_named_manifest_json_is_refused(tmp_path, 
     with pytest.raises(IntegrityError, match="escapes the bundle"):
         source.download("tiny:1", device / "tiny" / "1")
     assert _files_under(device) == []
+
+
+def test_a_served_model_is_hashed_once_and_the_engine_loads_those_bytes(tmp_path):
+    """`Bundle.load(keep_served=True)` (the device store, the Lambda) hands the engine the bytes
+    it hashed: a model swapped on disk afterwards is not what is served, and nothing re-reads
+    it; once taken, the bytes are gone (a second engine reads and hashes again)."""
+    import numpy as np
+    from strato.engines import load_engine
+
+    root = build_tiny_bundle(tmp_path / "a").root
+    other = build_tiny_bundle(tmp_path / "b", seed=1).root
+    batch = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    expected = load_engine(Bundle.load(root)).infer({"input": batch})["logits"]
+    kept = Bundle.load(root, keep_served=True)
+    (root / "model.onnx").write_bytes((other / "model.onnx").read_bytes())  # swapped after
+    served = load_engine(kept).infer({"input": batch})["logits"]
+    np.testing.assert_array_equal(served, expected)
+    with pytest.raises(IntegrityError):
+        load_engine(kept)  # the kept bytes were taken: this one reads the swapped file

@@ -33,6 +33,19 @@ def load_engine(
     precision, source ONNX) wins; a plan that does not match is never loaded. Otherwise ONNX
     Runtime serves the ONNX artifact with the best available provider.
     """
+    try:
+        return _load(bundle, precision, prefer_tensorrt, providers, threads)
+    finally:
+        bundle.drop_kept()  # bytes `Bundle.load(keep_served=True)` kept and no engine took
+
+
+def _load(
+    bundle: Bundle,
+    precision: str | None,
+    prefer_tensorrt: bool,
+    providers: Sequence[str] | None,
+    threads: int | None,
+) -> Engine:
     if prefer_tensorrt and bundle.models("tensorrt"):
         try:
             from .tensorrt_runtime import load_matching_plan
