@@ -61,6 +61,7 @@ def cascade_settings(
     outputs: Mapping[str, tuple[int, ...]],
     threshold: float | None,
     temperature: float,
+    threshold_status: str | None = None,
 ) -> CascadeSettings:
     """Check `policy` against the model's metadata (`task`, output shapes, calibration).
 
@@ -83,6 +84,13 @@ def cascade_settings(
         return CascadeSettings(policy.threshold, "argument", temperature, output)
     if threshold is not None:
         return CascadeSettings(threshold, "manifest", temperature, output)
+    if threshold_status == "unreachable":
+        raise ConfigError(
+            f"Cascade: {model} is calibrated, but no confidence threshold reaches the target "
+            "precision on its validation split (calibration.threshold_status 'unreachable'); "
+            "pass Cascade(threshold=...) knowing what it costs, or recalibrate with a lower "
+            "--target-precision"
+        )
     raise ConfigError(f"Cascade: {model} has no calibrated cascade threshold; {CALIBRATE_HINT}")
 
 

@@ -132,6 +132,7 @@ class ModelInfo:
     cloud_allowed: bool = True
     temperature: float = 1.0
     threshold: float | None = None
+    threshold_status: str | None = None
     edge_share: float | None = None
     labels: list[str] = field(default_factory=list)
     version: str | None = None  # the version the edge serves (for require_same_version)
@@ -158,6 +159,7 @@ class ModelInfo:
             cloud_allowed=not private and parameters.get("cloud", "allowed") != "never",
             temperature=float(calibration.get("temperature") or 1.0),
             threshold=None if threshold is None else float(threshold),
+            threshold_status=calibration.get("threshold_status"),
             edge_share=None if share is None else float(share),
             labels=[str(label) for label in parameters.get("labels") or []],
             version=served_version(metadata) if from_edge else None,

@@ -310,6 +310,7 @@ class Router(Failover):
                 outputs=info.outputs,
                 threshold=info.threshold,
                 temperature=info.temperature,
+                threshold_status=info.threshold_status,
             )
         return settings
 

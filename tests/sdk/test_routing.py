@@ -430,6 +430,14 @@ def test_cascade_refuses_what_is_not_a_calibrated_classifier(tmp_path, cloud_sta
             policies.Cascade(threshold=0.5),
         ),
         "strato calibrate": (tiny_variant(tmp_path / "u"), policies.Cascade()),  # no silent 0.8
+        "no confidence threshold reaches the target precision": (
+            tiny_variant(
+                tmp_path / "n",
+                calibration={"temperature": 1.2, "cascade_threshold": None,
+                             "threshold_status": "unreachable"},
+            ),
+            policies.Cascade(),
+        ),
     }
     for message, (bundle, cascade) in cases.items():
         client = Client(edge=Local(bundle), cloud=cloud, policy=cascade)
