@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "strato.engines",
     "strato.policies",
     "strato.serving",
+    "strato.wire",
     "strato_edge",
     "strato_lambda",
     "strato_training",

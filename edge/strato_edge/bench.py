@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from strato._codec import HEADER_LENGTH, encode_request
+from strato.wire import HEADER_LENGTH, encode_request
 
 __all__ = ["BenchResult", "build_request", "random_inputs", "run_bench"]
 
@@ -40,7 +40,7 @@ class BenchResult:
 
 def random_inputs(metadata: dict[str, Any], batch: int = 1, seed: int = 0) -> dict[str, Any]:
     """Random tensors that fit a model's OIP metadata (-1 axes become `batch`)."""
-    from strato._tensors import dtype_of
+    from strato.wire import dtype_of
 
     rng = np.random.default_rng(seed)
     inputs = {}

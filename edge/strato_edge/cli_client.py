@@ -149,7 +149,7 @@ def predict(
 
     Example: strato edge predict digits-mlp --input digits.npy --url http://127.0.0.1:8000
     """
-    from strato._codec import HEADER_LENGTH, decode_response, encode_request
+    from strato.wire import HEADER_LENGTH, decode_response, encode_request
 
     from strato_edge.bench import random_inputs
 

@@ -315,6 +315,7 @@ def encode_response(
 
 
 def decode_response(body: bytes, *, header_length: int | None = None) -> DecodedResponse:
+    """An OIP answer (JSON, or Triton binary with `header_length`); malformed is `InvalidInput`."""
     header, binary = _split(body, header_length)
     if not isinstance(header, dict) or not isinstance(header.get("outputs"), list):
         raise InvalidInput("the response body has no 'outputs' list")
