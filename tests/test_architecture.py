@@ -141,3 +141,25 @@ def test_sister_packages_use_only_public_strato_names() -> None:
             if target.startswith("strato.") and private:
                 offenders.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
     assert offenders == [], "\n".join(offenders)
+
+
+def test_ruff_bans_every_private_strato_module_outside_sdk() -> None:
+    """The same rule as above, enforced at lint time (TID251): a new private module of
+    sdk/strato must be added to pyproject.toml's banned-api (and training/ruff.toml)."""
+    import re
+
+    def banned_in(path: Path) -> set[str]:  # `"strato._x".msg = ...` lines (no tomllib on 3.10)
+        text = path.read_text(encoding="utf-8")
+        return set(re.findall(r'^"([\w.]+)"\.msg\s*=', text, flags=re.M))
+
+    private = {
+        f"strato.{path.stem if path.is_file() else path.name}"
+        for path in PACKAGES["strato"].iterdir()
+        if path.name.startswith("_")
+        and not path.name.startswith("__")
+        and (path.suffix == ".py" or path.is_dir())
+    }
+    banned = banned_in(ROOT / "pyproject.toml")
+    assert "torch" in banned
+    assert private - banned == set()
+    assert private - banned_in(ROOT / "training" / "ruff.toml") == set()
