@@ -150,11 +150,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
-        # uvicorn answers every parser error here, a callback's refusal included.
-        if self._refusal is None:
-            super().send_400_response(msg)
-            return
-        self.transport.write(self._refusal)
+        # uvicorn answers every parser error here, a callback's refusal included; a request the
+        # parser refuses (duplicate Content-Length, Transfer-Encoding with Content-Length, a
+        # folded header, a bare LF) gets the daemon's JSON error, not uvicorn's plain text.
+        refusal = self._refusal or _answer(400, "Bad Request", "malformed HTTP request")
+        self.transport.write(refusal)
         self.transport.close()
 
     def _refuse(self, status: int, reason: str, message: str) -> None:

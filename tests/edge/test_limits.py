@@ -224,3 +224,31 @@ def test_a_body_that_never_ends_gets_the_request_deadline(tiny_registry, edge_se
         assert _status(answer) == 504, answer
     with server.client() as http:
         assert http.get("/v2/health/ready").status_code == 200
+
+
+SMUGGLING = {
+    "two-content-lengths": b"Content-Length: 5\r\nContent-Length: 7\r\n\r\n{}abc12",
+    "same-content-length-twice": b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+    "transfer-encoding-and-content-length": (
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    ),
+    "unknown-transfer-encoding": b"Transfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "folded-header": b"X-A: a\r\n b\r\nContent-Length: 2\r\n\r\n{}",
+    "negative-content-length": b"Content-Length: -1\r\n\r\n",
+    "huge-content-length": b"Content-Length: 99999999999999999999\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("rest", SMUGGLING.values(), ids=SMUGGLING.keys())
+def test_ambiguous_framing_is_refused_with_a_json_400_and_the_connection_closed(tiny_server, rest):
+    """Request smuggling shapes: never answered as two requests, never a plain-text page."""
+    head = b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", tiny_server.port), timeout=10) as sock:
+        sock.sendall(head + rest)
+        answer = _recv_all(sock)
+    assert answer.count(b"HTTP/1.1 ") == 1 and _status(answer) == 400
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head_part and body.startswith(b'{"error":')
+    with tiny_server.client() as http:
+        assert http.get("/v2/health/live").status_code == 200
