@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from strato.cli import S3EndpointOpt
 
-from strato_edge.cli_client import register
-from strato_edge.cli_common import (
+from strato_edge.cli_fleet import register as register_fleet
+from strato_edge.cli_options import (
     JsonOpt,
     StoreOpt,
     TokenOpt,
@@ -23,7 +23,7 @@ from strato_edge.cli_common import (
     run_with_bar,
     store_path,
 )
-from strato_edge.cli_fleet import register as register_fleet
+from strato_edge.cli_remote import register
 from strato_edge.config import DEFAULT_STORE, SAGEMAKER_MODEL_DIR
 
 __all__ = ["app"]

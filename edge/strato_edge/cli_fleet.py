@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from strato_edge.cli_common import JsonOpt, echo_json
+from strato_edge.cli_options import JsonOpt, echo_json
 
 __all__ = ["register"]
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from strato_edge.cli_common import (
+from strato_edge.cli_options import (
     DEFAULT_URL,
     JsonOpt,
     TokenOpt,
