@@ -60,17 +60,17 @@ fi
 echo "--- tests (${left}s left)"
 # tests/training/conftest.py trains with torch; without torch, run the TensorRT test file from a
 # staging folder that holds only the torch-free root conftest.
-training_tests=tests/training/test_tensorrt_compile.py
+training_tests=tests/training/test_tensorrt_build.py
 stage=""
 if ! "$PY" -c "import torch" 2>/dev/null; then
   stage=$(mktemp -d)
   cp tests/conftest.py "$training_tests" "$stage/"
-  training_tests="$stage/test_tensorrt_compile.py"
+  training_tests="$stage/test_tensorrt_build.py"
 fi
 report=$(mktemp)
 set +e
 timeout "$left" "$PY" -m pytest -q -rs -p no:cacheprovider --timeout 300 -c pyproject.toml \
-  --rootdir . "$training_tests" tests/sdk/test_tensorrt_keying.py tests/sdk/test_device.py \
+  --rootdir . "$training_tests" tests/sdk/test_tensorrt_runtime.py tests/sdk/test_device.py \
   | tee "$report"
 status=${PIPESTATUS[0]}
 set -e
