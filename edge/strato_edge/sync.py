@@ -86,21 +86,35 @@ def served_record(store: Path, name: str) -> dict[str, str | None]:
     """`{"highest": ..., "accepted": ...}`: the highest version this device served, and a lower
     one an operator accepted with `strato edge rollback`."""
     path = store / name / SERVED
+    if not os.path.lexists(path):  # a fresh device, or one from before served.json existed
+        return {"highest": _highest_installed(store, name), "accepted": None}
     try:
-        raw = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        raw = {}
-    record = raw if isinstance(raw, dict) else {}
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:  # torn by a power cut, or edited: never fail open
+        floor = _highest_installed(store, name)
+        log.warning("%s is unreadable (%s); refusing versions below %s", path, exc, floor)
+        return {"highest": floor, "accepted": None}
+    record = raw
     return {
         key: value if isinstance(value := record.get(key), str) else None
         for key in ("highest", "accepted")
     }
 
 
+def _highest_installed(store: Path, name: str) -> str | None:
+    numbered = [v for v in Registry(store).versions(name) if _number(v) is not None]
+    return max(numbered, key=lambda v: _number(v) or 0) if numbered else None
+
+
 def _write_record(store: Path, name: str, record: dict[str, str | None]) -> None:
     path = store / name / SERVED
     tmp = path.with_name(f".{SERVED}.{os.getpid()}")
-    tmp.write_text(json.dumps(record))
+    with tmp.open("w") as stream:  # on disk before the rename: a power cut tears nothing
+        stream.write(json.dumps(record))
+        stream.flush()
+        os.fsync(stream.fileno())
     os.replace(tmp, path)
 
 

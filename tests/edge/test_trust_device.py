@@ -200,3 +200,22 @@ def test_a_serving_daemon_keeps_its_version_through_bad_store_metadata(tmp_path,
         assert served_versions(store, {"tiny": "1"}) == {"tiny": "1"}
         metadata = http.get("/v2/models/tiny").json()
         assert metadata["parameters"]["version"] == "1", metadata  # not switched to the newest
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "deleted"])
+def test_a_lost_or_torn_served_record_never_reopens_the_downgrade(tmp_path, damage):
+    """served.json torn by a power cut (zero bytes after the rename), edited, or removed: the
+    floor is the highest installed version, not "nothing served yet" (which accepted v1)."""
+    source = _source(tmp_path)
+    store = tmp_path / "device"
+    source.promote("tiny", "3", "prod")
+    pull("tiny@prod", source=source, store=store)
+    record = store / "tiny" / "served.json"
+    if damage == "deleted":
+        record.unlink()
+    else:
+        record.write_bytes(b"" if damage == "truncated" else b'{"highest": ')
+    source.promote("tiny", "1", "prod")
+    with pytest.raises(DowngradeRefused):
+        pull("tiny@prod", source=source, store=store)
+    assert served_versions(store) == {"tiny": "3"}
