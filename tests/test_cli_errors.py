@@ -39,7 +39,11 @@ def _clean_failure(done: subprocess.CompletedProcess[str], code: int, *words: st
 
 @pytest.mark.parametrize(
     "command",
-    [["edge", "models"], ["edge", "predict", "tiny"], ["edge", "bench", "tiny", "-d", "1"]],
+    [
+        ["edge", "models"],
+        ["edge", "predict", "tiny", "--random"],
+        ["edge", "bench", "tiny", "-d", "1"],
+    ],
     ids=["models", "predict", "bench"],
 )
 def test_client_commands_without_a_server(command):

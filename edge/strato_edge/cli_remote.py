@@ -133,26 +133,38 @@ def predict(
         typer.Option(
             "--input",
             "-i",
-            help=".npz with one array per input (by name), or .npy for a one-input model.",
+            help=".npz with one array per input (by name), or .npy for a one-input model. "
+            "Required unless --random.",
             exists=True,
             dir_okay=False,
             readable=True,
         ),
     ] = None,
+    random: Annotated[
+        bool,
+        typer.Option(
+            "--random", help="Send one row of random data shaped like the inputs (a smoke test)."
+        ),
+    ] = False,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     binary: Annotated[bool, typer.Option("--binary/--json-body", help="Body format.")] = True,
     top: Annotated[int, typer.Option(help="Labels to show per row.")] = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send one inference request to a running server (random inputs when --input is not given).
+    """Send one inference request to a running server: the rows of --input, or random data
+    only when --random asks for it (an input is never filled at random otherwise).
 
     Example: strato edge predict digits-mlp --input digits.npy --url http://127.0.0.1:8000
+
+    Example: strato edge predict digits-mlp --random   # a smoke test with random data
     """
     from strato.wire import HEADER_LENGTH, decode_response, encode_request
 
     from strato_edge.bench import random_inputs
 
+    if (input_file is None) == (not random):
+        raise fail("pass --input FILE (your rows) or --random (random data), exactly one", 2)
     name, _, version = model.partition(":")
     base = f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
     given = _load_input(input_file) if input_file is not None else None

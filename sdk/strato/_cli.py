@@ -261,28 +261,38 @@ def predict(
         typer.Option("--input", "-i", help=".npz (arrays named as the inputs), .npy or .json."),
     ],
     registry: RegistryOpt = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", "-u", help="A running edge daemon instead of the registry."),
+    ] = None,
+    s3_endpoint: S3EndpointOpt = None,
     edge: Annotated[
-        str | None, typer.Option(help="Edge daemon URL instead of the local registry.")
+        str | None, typer.Option("--edge", hidden=True, help="Old spelling of --url.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict the rows of an input file: labels for classifiers, output values otherwise.
 
+    --input is required: the rows are always yours, never filled at random.
+
     Example: strato predict digits-mlp -i x.npy
 
-    Example: strato predict encoder -i sentences.npz --json
+    Example: strato predict encoder -i sentences.npz --url http://127.0.0.1:8000 --json
     """
     from ._client import Client
     from ._transports import Local
 
+    if url and edge and url != edge:
+        raise fail(f"--url {url} and its old spelling --edge {edge} disagree", 2)
+    daemon = url or edge
     raw = load_array(input)
     transport: Any
-    if edge:
+    if daemon:
         from ._transports.edge import Edge
 
-        transport = Edge(edge)
+        transport = Edge(daemon)
     else:
-        transport = Local(registry)
+        transport = Local(_registry(registry, s3_endpoint))
     with Client(edge=transport) as client:
         metadata = client.metadata(model)
         x = _named_inputs(raw, metadata, input)

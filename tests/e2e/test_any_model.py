@@ -282,7 +282,7 @@ def test_cli_predicts_map_npz_arrays_to_inputs_by_name(imported, edge: Proc, tmp
     expected = case.reference(inputs)["sentence_embedding"]
     for args in (
         ("predict", "encoder", "-i", str(tmp_path / "sentences.npz"), "-r", registry.url, "--json"),
-        ("predict", "encoder", "-i", str(tmp_path / "sentences.npz"), "--edge", edge.url, "--json"),
+        ("predict", "encoder", "-i", str(tmp_path / "sentences.npz"), "--url", edge.url, "--json"),
         (
             "edge",
             "predict",

@@ -90,7 +90,7 @@ def test_models_predict_bench_status_against_a_running_server(
             )
         )
         assert out["model"] == "tiny:1" and len(out["top"]) == 2 and out["precision"] == "fp32"
-    assert _invoke("edge", "predict", "tiny:2", "--url", url).startswith("[0] ")
+    assert _invoke("edge", "predict", "tiny:2", "--random", "--url", url).startswith("[0] ")
 
     bench = json.loads(
         _invoke(
@@ -123,7 +123,7 @@ def test_models_predict_bench_status_against_a_running_server(
 
 def test_client_commands_report_http_errors(served_registry):
     url, _ = served_registry
-    result = runner.invoke(app, ["edge", "predict", "nope", "--url", url])
+    result = runner.invoke(app, ["edge", "predict", "nope", "--random", "--url", url])
     assert result.exit_code == 1  # the server refused the work: 1, not a usage error
     assert "404" in result.output
 
@@ -198,3 +198,34 @@ def test_pull_and_bench_show_progress_with_sizes_and_rates(
     assert bench.returncode == 0, bench.stderr
     assert "req/s" in bench.stderr and "answers" in bench.stderr  # the live rate
     assert "req/s" in bench.stdout  # and the result line
+
+
+def test_predict_never_fills_an_input_at_random_unless_asked(served_registry, tmp_path):
+    url, _ = served_registry
+    bare = runner.invoke(app, ["edge", "predict", "tiny", "--url", url])
+    assert bare.exit_code == 2 and "--random" in bare.output and "--input" in bare.output
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 28, 28), np.float32))
+    both = runner.invoke(
+        app, ["edge", "predict", "tiny", "-i", str(tmp_path / "x.npy"), "--random", "--url", url]
+    )
+    assert both.exit_code == 2 and "exactly one" in both.output
+    asked = json.loads(_invoke("edge", "predict", "tiny", "--random", "--url", url, "--json"))
+    assert asked["model"] == "tiny:1" and len(asked["top"]) == 1
+
+
+def test_strato_predict_takes_url_for_a_daemon_and_edge_as_its_old_spelling(
+    served_registry, tmp_path
+):
+    url, _ = served_registry
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), np.float32))
+    x = str(tmp_path / "x.npy")
+    new = json.loads(_invoke("predict", "tiny", "-i", x, "--url", url, "--json"))
+    old = json.loads(_invoke("predict", "tiny", "-i", x, "--edge", url, "--json"))
+    for answer in (new, old):
+        answer.pop("latency_ms")
+    assert new == old and new["model"] == "tiny:1" and new["served_by"] == "edge"
+    assert "--edge" not in runner.invoke(app, ["predict", "--help"]).output  # hidden alias
+    clash = runner.invoke(app, ["predict", "tiny", "-i", x, "--url", url, "--edge", url + "/x"])
+    assert clash.exit_code == 2 and "disagree" in clash.output
+    bare = runner.invoke(app, ["predict", "tiny", "--url", url])  # no rows: never made up
+    assert bare.exit_code == 2 and "--input" in bare.output
