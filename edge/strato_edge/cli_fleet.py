@@ -32,7 +32,9 @@ def install_service(
     registry: Annotated[
         str | None,
         typer.Option(
-            "--registry", "-r", help="Registry the pull unit follows.", envvar="STRATO_REGISTRY"
+            "--registry",
+            "-r",
+            help="Registry the pull unit follows (required with --model; written into the unit).",
         ),
     ] = None,
     store: Annotated[Path, typer.Option(help="Device store (absolute).")] = Path(
@@ -116,7 +118,7 @@ def greengrass_component(
     registry: Annotated[
         str,
         typer.Option(
-            "--registry", "-r", help="Registry the devices pull from.", envvar="STRATO_REGISTRY"
+            "--registry", "-r", help="Registry the devices pull from."
         ),
     ],
     artifacts_uri: Annotated[

@@ -28,7 +28,6 @@ RegistryOpt = Annotated[
         "--registry",
         "-r",
         help="Registry root: a folder or s3://bucket/prefix.",
-        envvar="STRATO_REGISTRY",
         show_default=".strato/registry",
     ),
 ]

@@ -9,7 +9,6 @@ one another (see `_storage`). Every name, version and alias passes `_names.check
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,9 +18,11 @@ from ._bundle import MANIFEST, Bundle, Manifest
 from ._download import cached_version, fetch_manifest, fetch_version
 from ._errors import BundleError, ConfigError, ModelNotFound, VersionExists
 from ._names import check_name, is_name, numeric_version
+from ._settings import DEFAULT_REGISTRY, registry_root
 from ._storage import LocalStore, S3Store, open_store, read_bounded
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable, Collection
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,16 +31,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ALIASES", "DEFAULT_REGISTRY", "ModelRef", "Registry", "default_registry_root"]
 
-DEFAULT_REGISTRY = ".strato/registry"
 ALIASES = "aliases.json"
 _PUBLISH_ATTEMPTS = 64
 
 
 def default_registry_root(explicit: str | os.PathLike[str] | None = None) -> str:
-    """Explicit argument > `STRATO_REGISTRY` > `.strato/registry`."""
-    if explicit:
-        return os.fspath(explicit)
-    return os.environ.get("STRATO_REGISTRY") or DEFAULT_REGISTRY
+    """Explicit argument > `STRATO_REGISTRY` > `.strato/registry` (read in `strato._settings`)."""
+    return registry_root(explicit)
 
 
 @dataclass(frozen=True, slots=True)

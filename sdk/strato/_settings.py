@@ -10,15 +10,23 @@ import os
 from typing import Any
 
 __all__ = [
+    "DEFAULT_REGISTRY",
+    "ORT_THREADS_ENV",
+    "REGISTRY_ENV",
     "S3_ENDPOINT_ENV",
     "S3_TIMEOUT_ENV",
     "TRUSTED_KEYS_ENV",
     "make_s3_client",
+    "ort_threads",
+    "registry_root",
     "s3_endpoint",
     "s3_timeout",
     "trusted_keys_spec",
 ]
 
+REGISTRY_ENV = "STRATO_REGISTRY"
+DEFAULT_REGISTRY = ".strato/registry"
+ORT_THREADS_ENV = "STRATO_ORT_THREADS"
 TRUSTED_KEYS_ENV = "STRATO_TRUSTED_KEYS"
 S3_ENDPOINT_ENV = "STRATO_S3_ENDPOINT"
 S3_TIMEOUT_ENV = "STRATO_S3_TIMEOUT_S"
@@ -30,6 +38,29 @@ def _resolve(explicit: str | None, env: str) -> str | None:
         return explicit.strip()
     value = os.environ.get(env, "").strip()
     return value or None
+
+
+def registry_root(explicit: str | os.PathLike[str] | None = None) -> str:
+    """The registry a command or `Registry()` means: argument > `STRATO_REGISTRY` >
+    `.strato/registry`."""
+    if explicit:
+        return os.fspath(explicit)
+    return _resolve(None, REGISTRY_ENV) or DEFAULT_REGISTRY
+
+
+def ort_threads(explicit: int | None = None) -> int | None:
+    """ONNX Runtime intra-op threads: argument > `STRATO_ORT_THREADS` > ORT's own choice (None).
+    A value that is not a positive integer is a `ConfigError`, not a crash at load."""
+    if explicit:
+        return explicit
+    text = _resolve(None, ORT_THREADS_ENV)
+    if text is None or text == "0":
+        return None
+    if not text.isdigit():
+        from ._errors import ConfigError
+
+        raise ConfigError(f"{ORT_THREADS_ENV} must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def trusted_keys_spec(explicit: str | None = None) -> str | None:

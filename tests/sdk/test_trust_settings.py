@@ -9,7 +9,7 @@ from pathlib import Path
 from strato._settings import s3_endpoint, trusted_keys_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = {"STRATO_TRUSTED_KEYS", "STRATO_S3_ENDPOINT"}
+NAMES = {"STRATO_TRUSTED_KEYS", "STRATO_S3_ENDPOINT", "STRATO_REGISTRY", "STRATO_ORT_THREADS"}
 
 
 def _reads(tree: ast.AST) -> list[str]:
@@ -45,6 +45,8 @@ def test_each_setting_is_read_in_one_place():
     settings = (ROOT / "sdk/strato/_settings.py").read_text()
     assert 'TRUSTED_KEYS_ENV = "STRATO_TRUSTED_KEYS"' in settings
     assert 'S3_ENDPOINT_ENV = "STRATO_S3_ENDPOINT"' in settings
+    assert 'REGISTRY_ENV = "STRATO_REGISTRY"' in settings
+    assert 'ORT_THREADS_ENV = "STRATO_ORT_THREADS"' in settings
 
 
 def test_explicit_beats_environment_beats_default(monkeypatch):
@@ -58,3 +60,20 @@ def test_explicit_beats_environment_beats_default(monkeypatch):
     assert trusted_keys_spec("arg.pub") == "arg.pub"
     monkeypatch.setenv("STRATO_S3_ENDPOINT", "  ")
     assert s3_endpoint() is None
+
+
+def test_registry_and_ort_threads_resolve_in_order(monkeypatch):
+    import pytest
+    from strato import ConfigError
+    from strato._settings import ort_threads, registry_root
+
+    monkeypatch.delenv("STRATO_REGISTRY", raising=False)
+    monkeypatch.delenv("STRATO_ORT_THREADS", raising=False)
+    assert registry_root() == ".strato/registry" and ort_threads() is None
+    monkeypatch.setenv("STRATO_REGISTRY", "s3://env/prefix")
+    monkeypatch.setenv("STRATO_ORT_THREADS", "3")
+    assert registry_root() == "s3://env/prefix" and ort_threads() == 3
+    assert registry_root("arg-reg") == "arg-reg" and ort_threads(2) == 2
+    monkeypatch.setenv("STRATO_ORT_THREADS", "lots")
+    with pytest.raises(ConfigError, match="STRATO_ORT_THREADS"):
+        ort_threads()

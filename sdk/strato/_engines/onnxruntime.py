@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from strato._errors import BundleError, EngineError, InvalidInput
+from strato._settings import ort_threads
 
 from .base import Engine
 
@@ -92,7 +92,7 @@ def _session(
             names, buffers, [len(b) for b in buffers]
         )
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    threads = threads or int(os.environ.get("STRATO_ORT_THREADS", "0") or 0)
+    threads = ort_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
