@@ -16,7 +16,9 @@ Delivery, per `flush()` (`Outbox.flush`):
 - a `TransportError` while the model's tiers still answer health is the request's fault (a
   poison message: the server fails on it): it is retried with exponential backoff and, after
   `max_attempts`, dead-lettered (`dead`) with its error; later rows are still sent. When no
-  tier answers at all, the flush stops and every row waits, uncharged;
+  tier answers at all, the flush stops and every row waits, uncharged; any other failure of
+  one request (an in-process engine's `EngineError`) is charged the same way, while a setup
+  failure (`ConfigError`, `BundleError`) puts every row back and is raised;
 - `failed()` lists refused and dead-lettered requests with their errors; `requeue(key)` gives
   a dead-lettered one another round. `flush()` reports failures, not only answers
   (`FlushReport`).
@@ -37,7 +39,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from strato._codec import MAX_ELEMENTS, decode_request, encode_request
-from strato._errors import ConfigError, InferenceError, InvalidInput, TransportError
+from strato._errors import (
+    BundleError,
+    ConfigError,
+    InferenceError,
+    InvalidInput,
+    TransportError,
+)
 from strato._inference import InferRequest
 from strato._tensors import datatype_of
 
@@ -248,6 +256,12 @@ class Outbox:
                         report.waiting = len(claimed) - index
                         break
                     self._charge(key, owner, str(exc), report)
+                except (ConfigError, BundleError):  # the setup, not this request: all wait
+                    for rest, _ in claimed[index:]:
+                        self._release(rest, owner)
+                    raise
+                except Exception as exc:  # e.g. an in-process engine's EngineError: poison
+                    self._charge(key, owner, f"{type(exc).__name__}: {exc}", report)
                 else:
                     self.answered(key, prediction.served_by, prediction.model_version)
                     report[key] = prediction
@@ -336,7 +350,9 @@ class Outbox:
                 "SELECT key, model, state, error, attempts FROM outbox "
                 "WHERE state IN ('failed', 'dead') ORDER BY created"
             ).fetchall()
-        return [FailedRequest(str(k), str(m), str(s), str(e or ""), int(a)) for k, m, s, e, a in rows]
+        return [
+            FailedRequest(str(k), str(m), str(s), str(e or ""), int(a)) for k, m, s, e, a in rows
+        ]
 
     def state(self, key: str) -> str | None:
         """pending, inflight, done, failed or dead; None for a key never submitted."""

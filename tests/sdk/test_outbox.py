@@ -288,3 +288,29 @@ def test_two_flusher_processes_one_sigkilled_run_each_request_exactly_once(tmp_p
         for log in logs:
             log.close()
         daemon.stop()
+
+
+def test_a_poison_message_an_in_process_engine_fails_on_is_dead_lettered_too(tmp_path):
+    """`Client(edge=Local(...))`: the engine's own failure is an `EngineError`, not a
+    `TransportError`; it made `flush()` raise at that request, every time, so every later
+    request waited behind it forever. It is charged and dead-lettered like a 503."""
+    from strato import Local, Outbox
+    from support import build_poison_bundle
+
+    root = build_poison_bundle(tmp_path / "poison").root
+    path = tmp_path / "outbox.sqlite"
+    offline = offline_client(path)
+    offline.submit("poison", np.array([[1e7, 0, 0, 0]], np.float32), key="bad")
+    for i in range(3):
+        offline.submit("poison", np.full((1, 4), i / 10, np.float32), key=f"ok-{i}")
+    offline.close()
+    outbox = Outbox(path, backoff_s=0.0, max_attempts=2)
+    online = Client(edge=Local(root), retry=FAST, outbox=outbox)
+    first = online.flush()
+    assert sorted(first) == ["ok-0", "ok-1", "ok-2"]  # not blocked behind "bad"
+    assert list(first.retrying) == ["bad"] and "EngineError" in first.retrying["bad"]
+    second = online.flush()
+    assert list(second.failed) == ["bad"]
+    assert [f.key for f in outbox.failed()] == ["bad"]
+    assert outbox.counts() == {"done": 3, "dead": 1}
+    online.close()
