@@ -170,6 +170,10 @@ class EdgeServer:
         served = await self._served(request)
         metadata = dict(served.metadata)
         metadata["versions"] = await asyncio.to_thread(self.store.installed, served.name)
+        # How big a request may be, so clients split rows to fit rather than meet a 413.
+        parameters = dict(metadata.get("parameters") or {})
+        parameters["max_body_bytes"] = self.config.max_body_bytes
+        metadata["parameters"] = parameters
         return _json(metadata, headers=self._model_headers(served))
 
     async def model_ready(self, request: Request) -> Response:

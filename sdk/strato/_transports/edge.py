@@ -219,7 +219,13 @@ class _EdgeWire:
     def _metadata(self, response: Http11Response) -> dict[str, Any]:
         if response.status >= 300:
             raise error_for_status(response.status, message_of(response.body), self.name)
-        return metadata_from(response.body, self.name)
+        metadata = metadata_from(response.body, self.name)
+        # The daemon says its body limit (`--max-body-bytes`): the client splits rows to fit
+        # it instead of sending what would be refused with a 413.
+        limit = (metadata.get("parameters") or {}).get("max_body_bytes")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            self.payload_limit = min(limit, type(self).payload_limit)
+        return metadata
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, name={self.name!r}, tier={self.tier!r})"
