@@ -44,6 +44,7 @@ from strato._errors import (
     ConfigError,
     InferenceError,
     InvalidInput,
+    StratoError,
     TransportError,
 )
 from strato._inference import InferRequest
@@ -204,7 +205,13 @@ class Outbox:
 
     def claim(self, limit: int = 100, *, owner: str = "") -> list[tuple[str, InferRequest]]:
         """Take up to `limit` requests due for sending (oldest first) under a lease for
-        `owner`; rows whose lease expired (their flusher died) are due again."""
+        `owner`; rows whose lease expired (their flusher died) are due again. A row whose
+        stored body no longer decodes is dead-lettered with the reason, never returned."""
+        return self._claim(limit, owner)[0]
+
+    def _claim(
+        self, limit: int, owner: str
+    ) -> tuple[list[tuple[str, InferRequest]], dict[str, str]]:
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -223,11 +230,16 @@ class Outbox:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        claimed = []
+        claimed, unreadable = [], {}
         for key, model, version, body, header_length in rows:
-            decoded = decode_request(bytes(body), header_length=header_length)
+            try:
+                decoded = decode_request(bytes(body), header_length=header_length)
+            except (StratoError, ValueError) as exc:  # damaged: never blocks the rows behind
+                unreadable[key] = f"the stored request cannot be read: {exc}"
+                self._set(key, "dead", error=unreadable[key])
+                continue
             claimed.append((key, InferRequest(model, decoded.inputs, version, key)))
-        return claimed
+        return claimed, unreadable
 
     # --- delivery ------------------------------------------------------------------------
     def flush(
@@ -241,7 +253,8 @@ class Outbox:
         (tiers answer, this request fails) from an outage (nothing answers)."""
         owner = uuid.uuid4().hex
         report = FlushReport()
-        claimed = self.claim(limit, owner=owner)
+        claimed, unreadable = self._claim(limit, owner)
+        report.failed.update(unreadable)
         with self._leased(owner):
             for index, (key, request) in enumerate(claimed):
                 try:

@@ -314,3 +314,29 @@ def test_a_poison_message_an_in_process_engine_fails_on_is_dead_lettered_too(tmp
     assert [f.key for f in outbox.failed()] == ["bad"]
     assert outbox.counts() == {"done": 3, "dead": 1}
     online.close()
+
+
+def test_an_unreadable_stored_request_is_dead_lettered_not_raised_at_every_flush(
+    tmp_path, tiny_registry
+):
+    """A row whose stored body no longer decodes (a damaged file, another writer's format)
+    made every `claim()` raise after taking the batch: nothing was ever sent again."""
+    import sqlite3
+
+    from strato import Local, Outbox
+
+    path = tmp_path / "outbox.sqlite"
+    offline = offline_client(path)
+    first, second = images(2)
+    offline.submit("tiny", first, key="damaged")
+    offline.submit("tiny", second, key="fine")
+    offline.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET body = x'00ff' WHERE key = 'damaged'")
+    outbox = Outbox(path)
+    online = Client(edge=Local(tiny_registry), retry=FAST, outbox=outbox)
+    report = online.flush()
+    assert list(report) == ["fine"]
+    assert "damaged" in report.failed and outbox.state("damaged") == "dead"
+    assert [f.key for f in outbox.failed()] == ["damaged"]
+    online.close()
