@@ -9,6 +9,7 @@ one another (see `_storage`). Every name, version and alias passes `_names.check
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,10 +20,10 @@ from ._download import cached_version, fetch_manifest, fetch_version
 from ._errors import BundleError, ConfigError, ModelNotFound, VersionExists
 from ._names import check_name, is_name, numeric_version
 from ._settings import DEFAULT_REGISTRY, registry_root
-from ._storage import LocalStore, S3Store, open_store, read_bounded
+from ._storage import LocalStore, read_bounded
+from ._storage_s3 import S3Store
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Callable, Collection
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -39,6 +40,16 @@ def default_registry_root(explicit: str | os.PathLike[str] | None = None) -> str
     """Explicit argument > `STRATO_REGISTRY` > `.strato/registry` (read in `strato._settings`)."""
     return registry_root(explicit)
 
+
+
+def open_store(
+    root: str | os.PathLike[str], *, s3_client: Any = None, s3_endpoint: str | None = None
+) -> LocalStore | S3Store:
+    """The store a registry root names: `s3://bucket/prefix`, else a local folder."""
+    text = os.fspath(root)
+    if text.startswith("s3://"):
+        return S3Store(text, client=s3_client, endpoint=s3_endpoint)
+    return LocalStore(text)
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:

@@ -7,7 +7,9 @@ import ast
 from pathlib import Path
 
 SDK = Path(__file__).resolve().parents[2] / "sdk" / "strato"
-TRUST = ("_bundle", "_manifest", "_registry", "_signing", "_download", "_storage", "_files")
+TRUST = (
+    "_bundle", "_manifest", "_registry", "_signing", "_download", "_storage", "_storage_s3", "_files"
+)
 TRUST += ("_settings", "_names", "_errors", "_tensors")
 
 
