@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from strato._cli_options import JsonOpt, RegistryOpt, fail, print_json
+from strato._cli_options import JsonOpt, RegistryOpt, S3EndpointOpt, fail, print_json
 from strato._errors import StratoError
 
 __all__ = ["models_keygen", "models_sign", "models_verify", "register"]
@@ -60,6 +60,7 @@ def models_sign(
     target: TargetArg,
     key: Annotated[Path, typer.Option("--key", "-k", help="PEM Ed25519 private key.")],
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sign a bundle's manifest (which holds every file's sha256) with an Ed25519 key.
@@ -79,7 +80,7 @@ def models_sign(
                 # any old signature is about to be replaced; `sign` re-hashes every file
                 manifest = Bundle.load(directory, verify=False).sign(key)
             else:
-                manifest = Registry(registry).sign(target, key)
+                manifest = Registry(registry, s3_endpoint=s3_endpoint).sign(target, key)
     except StratoError as exc:
         raise fail(str(exc)) from None
     assert manifest.signature is not None
@@ -107,6 +108,7 @@ def models_verify(
         ),
     ] = None,
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a bundle's signature against trusted keys, then every artifact's sha256.
@@ -117,7 +119,7 @@ def models_verify(
     """
     try:
         with _spinner(as_json, f"verifying {target}"):
-            row = _verify(target, trusted, registry)
+            row = _verify(target, trusted, registry, s3_endpoint)
     except StratoError as exc:
         if as_json:
             print_json({"target": target, "ok": False, "error": str(exc)})
@@ -132,7 +134,9 @@ def models_verify(
     )
 
 
-def _verify(target: str, trusted: str | None, registry: str | None) -> dict[str, Any]:
+def _verify(
+    target: str, trusted: str | None, registry: str | None, s3_endpoint: str | None = None
+) -> dict[str, Any]:
     from strato._bundle import Bundle
     from strato._errors import ConfigError
     from strato._settings import trusted_keys_spec
@@ -149,7 +153,7 @@ def _verify(target: str, trusted: str | None, registry: str | None) -> dict[str,
     else:
         from strato._registry import Registry
 
-        bundle = Registry(registry, trusted_keys=keys).open(target)
+        bundle = Registry(registry, trusted_keys=keys, s3_endpoint=s3_endpoint).open(target)
     kid = bundle.check_signature(keys)
     assert kid is not None
     entry = keys.get(kid)

@@ -314,3 +314,29 @@ def test_lambda_s3_loader_checks_the_published_signature(
     assert bundle.check_signature() == alice.key_id  # the manifest is kept as signed
     again = loader.fetch_s3_bundle(reg.url, ModelRef.parse("tiny:1"), cache, s3_client=s3)
     assert again.root == bundle.root  # cache hit
+
+
+def test_cli_signs_and_verifies_on_s3_with_s3_endpoint(
+    tmp_path, tiny_bundle, s3_client, monkeypatch
+):
+    """`models sign|verify` take `--s3-endpoint` like every other command that reaches S3."""
+    monkeypatch.delenv("STRATO_S3_ENDPOINT", raising=False)
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3_client.create_bucket(Bucket="trust")
+    Registry("s3://trust/team", s3_client=s3_client).publish(tiny_bundle, alias="prod")
+    pair = generate_keypair(tmp_path / "k")
+    where = ["-r", "s3://trust/team", "--s3-endpoint", s3_client.meta.endpoint_url]
+    runner = CliRunner()
+    signed = runner.invoke(
+        app, ["models", "sign", "tiny@prod", "-k", str(pair.private_path), *where]
+    )
+    assert signed.exit_code == 0, signed.output
+    checked = runner.invoke(
+        app, ["models", "verify", "tiny:1", "-t", str(pair.public_path), *where, "--json"]
+    )
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.output)["key_id"] == pair.key_id
+    manifest = s3_client.get_object(Bucket="trust", Key="team/tiny/1/manifest.json")
+    assert json.loads(manifest["Body"].read())["signature"]["key_id"] == pair.key_id
