@@ -1,13 +1,19 @@
 """The commands in the docs run as written.
 
-Every ```bash and ```python block of `RUN` is executed, in order, in one sandbox per document: a
+`RUN` is README.md and docs/edge, cloud, training, optimization, trust and serving.md;
+docs/models.md runs in tests/training/test_models_doc.py; docs/client.md has Python sketches only,
+each marked with why it does not run. Every ```bash/```console block of `RUN` (and every
+```python block of `PYTHON_RUN`) is executed, in order, in one sandbox per document: a
 folder registry `.strato/registry` and an S3 registry `s3://models/strato` (a moto server)
 holding `digits-mlp:1` (alias prod) and `digits-mlp:2`, `STRATO_S3_ENDPOINT` pointing at moto.
 Long-running commands (`strato edge serve`, `strato cloud local`) start in the background and
 serve the rest of the document. Substitutions keep the sandbox on its own: the system paths
 `/var/lib/strato` and `/etc/strato` move under the sandbox, and the ports 8000, 8001, 8002,
 3001 and 9100 become free ones (a server started without `--port` gets the free one for its
-default). The README trains its own `digits-mlp`, so its folder registry starts empty.
+default). The README, training.md and optimization.md train their own `digits-mlp`, so their
+folder registry starts empty. Figures the docs quote are checked against what produced them:
+training.md's quickstart table against the quickstart run here, optimization.md's tables against
+benchmarks/results/quantization.md.
 
 A block (or one line) whose comment reads `not run by the docs test: <reason>` is not run: it
 needs what this machine has not (AWS, root and systemd as PID 1, a Jetson, Docker); the reason
@@ -41,11 +47,16 @@ pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-RUN = [REPO / "docs" / "edge.md", REPO / "docs" / "cloud.md", REPO / "README.md"]
-# The README trains and publishes its own digits-mlp: its sandbox's folder registry starts empty.
-OWN_MODELS = {"README.md"}
+RUN = [
+    REPO / "docs" / name
+    for name in ("edge.md", "cloud.md", "training.md", "optimization.md", "trust.md", "serving.md")
+] + [REPO / "README.md"]
+# docs/models.md runs in tests/training/test_models_doc.py (it writes the files it names).
+RUN_ELSEWHERE = {"models.md"}
+# These train and publish their own digits-mlp: their sandbox's folder registry starts empty.
+OWN_MODELS = {"README.md", "training.md", "optimization.md"}
 # Whose ```python blocks run too (the README's are sketches of the API, with names left open).
-PYTHON_RUN = {"edge.md", "cloud.md"}
+PYTHON_RUN = {"edge.md", "cloud.md", "training.md", "optimization.md", "serving.md"}
 PORTS = ("8000", "8001", "8002", "3001", "9100")
 MARK = "not run by the docs test:"
 BIN = Path(sys.executable).parent
@@ -124,6 +135,8 @@ def _strato_commands() -> list[tuple[str, str]]:
                 words = shlex.split(command.text, comments=True)
                 if words[-1:] == ["&"]:  # started in the background: the command is the rest
                     words = words[:-1]
+                while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+                    words = words[1:]  # `STRATO_X=value strato ...`: the command follows
                 if words[:1] == ["strato"]:
                     commands.append((f"{doc.name}:{command.line}", shlex.join(words)))
     return commands
@@ -207,12 +220,30 @@ def _port_of(command: str) -> str:
     return found.group(1)
 
 
+def _check_quoted_figures(doc: Path, printed: dict[str, str]) -> None:
+    """The quickstart's deterministic figures that training.md quotes (seed 0, one CPU thread:
+    bit-for-bit) are the ones the run just printed, not remembered ones."""
+    if doc.name != "training.md":
+        return
+    text = doc.read_text()
+    quickstart = next(
+        out for command, out in printed.items() if command.startswith("strato quickstart")
+    )
+    for figure in ("test accuracy", "model size"):
+        quoted = re.search(rf"│ {figure}\s+│ ([^│]*?)\s+│", text)
+        assert quoted, figure
+        assert quoted.group(1) in quickstart, f"training.md quotes {figure} {quoted.group(1)!r}"
+    accuracy = float(re.search(r"│ test accuracy\s+│ (\S+)", text).group(1))  # type: ignore[union-attr]
+    assert f"the accuracy is {accuracy * 100:.1f} %" in " ".join(text.split())
+
+
 @pytest.mark.parametrize("doc", RUN, ids=[d.name for d in RUN])
 def test_the_commands_of_a_doc_run_as_written(doc, sandbox):
     root = Path(sandbox["SANDBOX"])
     ports = {port: str(free_port()) for port in PORTS}
     background: list[subprocess.Popen[str]] = []
-    left_out, ran = [], 0
+    left_out, ran, took = [], 0, []
+    printed: dict[str, str] = {}  # a command's stdout, by its text in the doc
     try:
         for block in blocks(doc):
             if block.skipped:
@@ -222,11 +253,13 @@ def test_the_commands_of_a_doc_run_as_written(doc, sandbox):
                 if doc.name not in PYTHON_RUN:
                     continue
                 code = _substitute(block.python, root, ports)
+                began = time.monotonic()
                 done = subprocess.run(
                     [sys.executable, "-c", code],
                     cwd=root, env=sandbox, capture_output=True, text=True, timeout=120,
                 )  # fmt: skip
                 assert done.returncode == 0, f"{doc.name}:{block.line}\n{done.stderr}"
+                took.append((time.monotonic() - began, f"{doc.name}:{block.line} (python)"))
                 ran += 1
                 continue
             for command in block.commands:
@@ -249,12 +282,15 @@ def test_the_commands_of_a_doc_run_as_written(doc, sandbox):
                     background.append(process)
                     _wait_ready(process, f"http://127.0.0.1:{_port_of(text)}", where)
                 else:
+                    began = time.monotonic()
                     done = subprocess.run(
                         ["bash", "-o", "pipefail", "-c", text],
                         cwd=root, env=sandbox, capture_output=True, text=True, timeout=300,
                     )  # fmt: skip
                     assert done.returncode == 0, f"{where}\n{done.stdout}\n{done.stderr}"
                     assert "Traceback" not in done.stderr, where
+                    took.append((time.monotonic() - began, where))
+                    printed[command.text] = done.stdout
                 ran += 1
     finally:
         for process in background:
@@ -265,7 +301,10 @@ def test_the_commands_of_a_doc_run_as_written(doc, sandbox):
             assert process.returncode in (0, -signal.SIGTERM), log
             assert "Traceback" not in log, log
     assert ran > 0
+    _check_quoted_figures(doc, printed)
     print(f"{doc.name}: {ran} commands ran; not run here:\n  " + "\n  ".join(left_out))
+    slowest = sorted(took, reverse=True)[:5]
+    print("slowest:\n  " + "\n  ".join(f"{seconds:6.1f} s  {what}" for seconds, what in slowest))
 
 
 def test_the_documented_lambda_build_line_resolves_a_relative_python():
@@ -295,3 +334,40 @@ def test_every_benchmark_the_readme_names_takes_quick(name):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout
+
+
+def test_the_quantization_figures_of_optimization_md_come_from_benchmarks_results():
+    """docs/optimization.md's tables (per model and recipe, and the goals) are rows of the
+    report `benchmarks/quantization.py` wrote, copied, not typed from memory."""
+    doc = (REPO / "docs" / "optimization.md").read_text()
+    results = (REPO / "benchmarks" / "results" / "quantization.md").read_text()
+    section = doc.split("`python benchmarks/quantization.py --quick`", 1)[1]
+    rows = [
+        line
+        for line in section.splitlines()
+        if line.startswith("| ") and re.search(r"\d", line) and "---" not in line
+    ]
+    assert len(rows) >= 20
+    missing = [row for row in rows if row not in results.splitlines()]
+    assert not missing, missing
+
+
+def test_every_python_block_runs_or_says_why_not():
+    """A ```python block either runs (its doc is in PYTHON_RUN, or RUN_ELSEWHERE runs the doc)
+    or opens with a `not run by the docs test: <reason>` comment."""
+    unmarked = [
+        f"{doc.name}:{block.line}"
+        for doc in DOCS
+        if doc.name not in PYTHON_RUN | RUN_ELSEWHERE
+        for block in blocks(doc)
+        if block.python is not None and not block.skipped
+    ]
+    assert not unmarked, unmarked
+    shell_unrun = [
+        f"{doc.name}:{block.line}"
+        for doc in DOCS
+        if doc not in RUN and doc.name not in RUN_ELSEWHERE
+        for block in blocks(doc)
+        if block.commands and not block.skipped
+    ]
+    assert not shell_unrun, shell_unrun

@@ -8,6 +8,7 @@ that order; the CLI commands call them one at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -26,7 +27,7 @@ from strato_training.publish import PublishConfig, publish
 from strato_training.trainer import TrainConfig, TrainResult, dataset_for, load_run, train
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import os
 
     from strato import Bundle, ModelRef, Registry
 
@@ -124,7 +125,7 @@ def export_step(
 
 
 def export_run(
-    run_dir: Path,
+    run_dir: str | os.PathLike[str],
     *,
     config: ExportConfig | None = None,
     atol: float = 1e-4,
@@ -134,6 +135,7 @@ def export_run(
     preprocessing: Preprocessing | None = None,
 ) -> tuple[ExportResult, ParityReport]:
     """`export_step` on a run folder (the model and dataset are loaded when not given)."""
+    run_dir = Path(run_dir)
     result = result or load_run(run_dir)
     dataset = dataset or dataset_for(result.config)
     done = export_step(
