@@ -25,6 +25,8 @@ from strato import (
 from strato_lambda.loader import LoadedModel, load_model
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from strato_lambda.settings import Settings
 
 # ModelUnavailable and PayloadTooLarge live in strato's error tree; named here for old imports.
@@ -112,8 +114,10 @@ class ModelService:
         model = self.load()
         if name != model.name or version not in (None, "", model.version):
             wanted = f"{name}:{version}" if version else name
+            hint = "; pass the version apart (version=...)" if ":" in name else ""
             raise ModelNotFound(
-                f"{wanted} is not served here; this function serves {model.name}:{model.version}"
+                f"model {wanted!r} is not served here; this function serves {model.name!r} "
+                f"version {model.version}{hint}"
             )
         return model
 
@@ -149,20 +153,15 @@ class ModelService:
         return InferResult(answer, precision, seconds)
 
     def predict(self, body: bytes) -> dict[str, Any]:
-        """`POST /predict`: `{"inputs": [[...], ...]}` (or `{"model": ..., "inputs": ...}`)."""
+        """`POST /predict`: `{"inputs": [[...], ...]}`, or named rows for any model
+        `{"inputs": {"input_ids": [[...]], "attention_mask": [[...]]}}` (`"model"` optional)."""
         self.check_size(len(body))
         document = serving.loads(body)
         if not isinstance(document, dict) or "inputs" not in document:
             raise InvalidInput('the body must be a JSON object like {"inputs": [[...]]}')
         model = self.model_for(str(document.get("model") or self.load().name))
         engine = model.engine
-        if len(engine.inputs) != 1:
-            raise InvalidInput(
-                f"/predict serves one-input models; {model.name} takes {sorted(engine.inputs)}"
-            )
-        spec = next(iter(engine.inputs.values()))
-        array = _rows(document["inputs"], spec.dtype, spec.shape)
-        outputs = engine.infer({spec.name: array})
+        outputs = engine.infer(_named_rows(document["inputs"], engine.inputs, model.name))
         result: dict[str, Any] = {
             "model_name": model.name,
             "model_version": model.version,
@@ -173,15 +172,38 @@ class ModelService:
         return result
 
 
-def _rows(raw: Any, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+def _named_rows(raw: Any, specs: Mapping[str, Any], model: str) -> dict[str, np.ndarray[Any, Any]]:
+    """`inputs` as the engine's named arrays: a dict by input name, or rows of the one input."""
+    names = list(specs)
+    if not isinstance(raw, dict):
+        if len(names) != 1:
+            raise InvalidInput(
+                f"{model} takes {len(names)} inputs {names}; send them by name: "
+                f'{{"inputs": {{"{names[0]}": [[...]], ...}}}}'
+            )
+        raw = {names[0]: raw}
+    missing = [n for n in names if n not in raw]
+    unknown = sorted(str(n) for n in raw if n not in specs)
+    if missing or unknown:
+        raise InvalidInput(
+            f"{model} takes inputs {names}; 'inputs' holds {sorted(str(n) for n in raw)}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (not inputs: {unknown})" if unknown else "")
+        )
+    return {n: _rows(raw[n], specs[n].dtype, specs[n].shape, n) for n in names}
+
+
+def _rows(
+    raw: Any, dtype: np.dtype[Any], shape: tuple[int, ...], name: str = "inputs"
+) -> np.ndarray[Any, Any]:
     """A batch shaped for the model from nested lists; flat rows are reshaped to the signature."""
     try:
         with np.errstate(over="raise", invalid="raise"):
             array = np.asarray(raw, dtype=dtype)
     except FloatingPointError:
-        raise InvalidInput(f"'inputs' holds values out of range for {dtype}") from None
+        raise InvalidInput(f"'{name}' holds values out of range for {dtype}") from None
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(f"'inputs' is not a rectangular array of numbers: {exc}") from None
+        raise InvalidInput(f"'{name}' is not a rectangular array of numbers: {exc}") from None
     row = shape[1:]
     if array.ndim == len(shape) or -1 in row:
         return array  # already batch-shaped; the engine checks it against the signature
@@ -190,7 +212,7 @@ def _rows(raw: Any, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[
         array = array[None, :]
     if array.ndim == 0 or array[0].size != per_row:
         raise InvalidInput(
-            f"each input row needs {per_row} values for shape {list(shape)}, "
+            f"each '{name}' row needs {per_row} values for shape {list(shape)}, "
             f"got an array of shape {list(array.shape)}"
         )
     return array.reshape((array.shape[0], *row))

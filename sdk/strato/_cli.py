@@ -287,9 +287,11 @@ def predict(
     daemon = url or edge
     raw = load_array(input)
     transport: Any
+    version = None
     if daemon:
         from ._transports.edge import Edge
 
+        model, version = _daemon_ref(model)
         transport = Edge(daemon)
     else:
         transport = Local(_registry(registry, s3_endpoint))
@@ -298,9 +300,23 @@ def predict(
         x = _named_inputs(raw, metadata, input)
         task = metadata.get("parameters", {}).get("task", "classification")
         if task == "classification" and len(metadata.get("outputs", [])) == 1:
-            _print_classes(client.classify(model, x), as_json)
+            _print_classes(client.classify(model, x, version=version), as_json)
         else:
-            _print_values(client.predict(model, x), task, as_json)
+            _print_values(client.predict(model, x, version=version), task, as_json)
+
+
+def _daemon_ref(model: str) -> tuple[str, str | None]:
+    """`NAME` or `NAME:VERSION` for a daemon, which serves versions; an alias is the registry's."""
+    from ._registry import ModelRef
+
+    ref = ModelRef.parse(model)
+    if ref.alias:
+        raise fail(
+            f"--url: a daemon serves versions, not aliases; pass {ref.name} or "
+            f"{ref.name}:VERSION (`strato edge status` shows what it serves)",
+            2,
+        )
+    return ref.name, ref.version
 
 
 def _footer(pred: Any) -> None:

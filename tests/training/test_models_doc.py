@@ -52,7 +52,7 @@ def test_the_models_page_runs_top_to_bottom(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # not tmp_path: strato finds cwd itself
         "STRATO_ORT_THREADS": "1",
     }
     env.pop("STRATO_REGISTRY", None)

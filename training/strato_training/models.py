@@ -12,13 +12,25 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from typing import Any
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
 import torch
 from strato import ConfigError
 from torch import nn
 
-__all__ = ["BUILTIN_MODELS", "MLP", "SmallCNN", "build_model", "count_parameters"]
+if TYPE_CHECKING:
+    from types import ModuleType
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "MLP",
+    "SmallCNN",
+    "build_model",
+    "count_parameters",
+    "import_user_module",
+]
 
 
 class MLP(nn.Module):
@@ -77,12 +89,25 @@ def build_model(spec: str, *, input_shape: tuple[int, ...], num_classes: int) ->
     return _user_model(spec, num_classes)
 
 
-def _user_model(spec: str, num_classes: int) -> nn.Module:
-    module_name, _, attr = spec.partition(":")
+def import_user_module(spec: str, module_name: str) -> ModuleType:
+    """Import the module of a `module:attr` spec, from the working directory first.
+
+    A console script's `sys.path` starts with its own folder, not the caller's, so without
+    this `strato import mymodels:Net` would not find the `mymodels.py` beside the user (the
+    way `python -m` and uvicorn's `--app-dir .` find it).
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"model {spec!r}: cannot import module {module_name!r}: {exc}") from exc
+
+
+def _user_model(spec: str, num_classes: int) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    module = import_user_module(spec, module_name)
     try:
         target: Any = getattr(module, attr)
     except AttributeError:

@@ -9,7 +9,6 @@ what the dynamo exporter said first.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from strato import ConfigError, ExportError
 from torch import nn
 
 from strato_training.export import quiet_exporter
+from strato_training.models import import_user_module
 
 if TYPE_CHECKING:
     import os
@@ -50,11 +50,7 @@ def load_module(spec: str) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"model source {spec!r}: expected 'package.module:attr' or a .onnx file")
-    try:
-        home = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"model {spec!r}: cannot import module {module_name!r}: {exc}") from exc
-    target: Any = home
+    target: Any = import_user_module(spec, module_name)
     for part in attr.split("."):
         try:
             target = getattr(target, part)
@@ -69,6 +65,10 @@ def load_module(spec: str) -> nn.Module:
             raise ConfigError(
                 f"model {spec!r} must be an nn.Module instance, or a class / factory callable "
                 f"with no arguments: {exc}"
+            ) from exc
+        except Exception as exc:  # the user's own constructor or factory failed
+            raise ConfigError(
+                f"model {spec!r}: calling {attr} failed: {type(exc).__name__}: {exc}"
             ) from exc
     if not isinstance(target, nn.Module):
         raise ConfigError(f"model {spec!r} gave a {type(target).__name__}, not an nn.Module")
