@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from _edge_latency_uint8 import headline_rows
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -13,6 +15,26 @@ MODELS = {"mlp": "MLP, 1x1x28x28 float32 (3 KB)", "image": "image, 1x3x224x224 f
 def _met(value: float, goal: float, *, at_most: bool = True) -> str:
     ok = value <= goal if at_most else value >= goal
     return "met" if ok else "not met"
+
+
+def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """REPORT.md's headline rows: each goal's ratio with its verdict."""
+    r = report.get("ratios", {})
+    rows = [] if "throughput" not in r else [
+        ("Client(Edge) / raw socket, MLP b1 p50", r["mlp"]["client_vs_raw"], "client", True),
+        ("edge / asyncio-streams responder, MLP b1 p50", r["mlp"]["server_vs_floor"], "server", True),
+        ("shared memory / Client(Local), 602 KB image p50", r["image"]["shm_vs_local"], "shm_vs_local", True),
+        ("edge c=64 MLP binary / bare Starlette+ORT", r["throughput"]["binary_vs_bare"], "throughput", False),
+    ]  # fmt: skip
+    rows += headline_rows(report)
+    out = []
+    for metric, value, goal, at_most in rows:
+        target = report["goals"].get(goal, goal)
+        met = value <= target if at_most else value >= target
+        bound = "<=" if at_most else ">="
+        verdict = "met" if met else "not met"
+        out.append({"metric": metric, "value": f"{value:.2f}x (goal {bound} {target}x: {verdict})"})
+    return out
 
 
 def _goal_lines(report: dict[str, Any]) -> list[str]:
@@ -55,6 +77,64 @@ def _goal_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _uint8_lines(u: dict[str, Any]) -> list[str]:
+    """The uint8-on-the-wire section: bytes and latency, float32 NCHW vs uint8 NHWC-baked."""
+    goals, r, b, settings = u["goals"], u["ratios"], u["bytes"], u["settings"]
+    float_, uint8 = "image", "image-uint8"
+    lines = [
+        "",
+        "## uint8 images on the wire (same 3x224x224 model, float32 NCHW vs uint8 NHWC baked)",
+        "",
+        "`image-uint8` is `image` with `strato_training.graph.bake_preprocessing` "
+        "(uint8 NHWC → cast → ×1/255 → NCHW) ahead of the same weights; the float request "
+        "carries the same pixels already divided by 255, so both answer the same (largest "
+        f"logit difference {u['max_abs_logit_diff']:.1e}, checked before timing). Same edge "
+        "daemon; one `strato cloud local` per model. "
+        f"{settings['calls']} `Client(Edge)` and {settings['cloud_calls']} Lambda calls per "
+        f"model in {settings['rounds']} interleaved rounds (load average at the end: "
+        f"{', '.join(f'{v:.1f}' for v in u['machine']['load_average_at_end'])})"
+        + (
+            "; measured in a run of its own (`--only-uint8`), after the sections above."
+            if u.get("own_run")
+            else "."
+        ),
+        "",
+        "| bytes | float32 NCHW | uint8 NHWC | uint8 / float |",
+        "|---|---:|---:|---:|",
+    ]
+    names = {"tensor": "tensor", "body": "binary OIP request body",
+             "invoke_payload": "Lambda invoke payload (base64 envelope)"}  # fmt: skip
+    for key, what in names.items():
+        if key in b[float_]:
+            ratio = r["tensor_bytes" if key == "tensor" else f"{key}_bytes"]
+            lines.append(f"| {what} | {b[float_][key]:,} | {b[uint8][key]:,} | {ratio:.4f}x |")
+    lines += ["", "| path | float32 p50 / p99 µs | uint8 p50 / p99 µs | uint8 / float p50 / p99 |"]
+    lines.append("|---|---:|---:|---:|")
+    for path, stats in u["latency"].items():
+        f, q = stats[float_], stats[uint8]
+        lines.append(
+            f"| {path} | {f['p50_us']:,.0f} / {f['p99_us']:,.0f} | {q['p50_us']:,.0f} / "
+            f"{q['p99_us']:,.0f} | {r[f'{path} p50_us']:.2f}x / {r[f'{path} p99_us']:.2f}x |"
+        )
+    edge = r["Client(Edge) TCP p50_us"]
+    header = b[float_]["body"] - b[float_]["tensor"]
+    lines += [
+        "",
+        f"- Size: tensor {r['tensor_bytes']:.4f}x, whole request body {r['body_bytes']:.4f}x "
+        f"(both carry a JSON header of about {header} bytes) — goal <= {goals['size']}x "
+        f"of the tensor bytes: {_met(r['tensor_bytes'], goals['size'])}.",
+        f"- Latency, `Client(Edge)` p50: {edge:.2f}x — goal <= {goals['latency']}x: "
+        f"{_met(edge, goals['latency'])}.",
+    ]
+    lam = r.get("Client(cloud=Lambda) → strato cloud local p50_us")
+    if lam is not None:
+        lines.append(
+            f"- Latency, `Client(cloud=Lambda)` → emulator p50: {lam:.2f}x — goal <= "
+            f"{goals['latency']}x: {_met(lam, goals['latency'])}."
+        )
+    return lines
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     machine, settings = report["machine"], report["settings"]
     lines = [
@@ -89,6 +169,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"{row['p99_ms']:.2f} | "
             f"{row['errors']} |"
         )
+    lines += _uint8_lines(report["uint8"]) if "uint8" in report else []
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -98,9 +179,15 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MODELS), figsize=(7 * len(MODELS), 4.5))
-    for ax, (model, title) in zip(axes, MODELS.items(), strict=True):
-        stats = report["latency"][model]
+    panels = {m: (t, report["latency"][m]) for m, t in MODELS.items()}
+    if "uint8" in report:  # each path's float and uint8 rows
+        stats = {f"{path}, {m}": s for path, by in report["uint8"]["latency"].items()
+                 for m, s in by.items()}  # fmt: skip
+        panels["uint8"] = ("image float32 vs uint8 (log scale)", stats)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5))
+    for ax, (panel, (title, stats)) in zip(axes, panels.items(), strict=True):
+        if panel == "uint8":  # Lambda calls are ms, edge calls µs
+            ax.set_xscale("log")
         names = list(stats)
         ax.barh(names, [stats[n]["p50_us"] for n in names], label="p50")
         ax.scatter([stats[n]["p99_us"] for n in names], names, color="black", s=12, label="p99")

@@ -7,13 +7,18 @@ global-average-pool head, so inference is small and the bytes dominate), p50/p99
   sending the same request bytes; what any Python server on this loop spends at least;
 - raw socket → edge (prebuilt request bytes), `http.client`, httpx, all the same binary request;
 - `Client(Edge)` over TCP, over the Unix socket (`--uds`), with system shared memory
-  (`--allow-shm`, `Edge(..., shared_memory=True)`), and `Client(Local)` in-process.
+  (`--allow-shm`, `Edge(..., shared_memory=True)`), and `Client(Local)` in-process;
+- uint8 on the wire: the image model as float32 NCHW vs its uint8 NHWC-baked variant (same
+  weights, benchmarks/_edge_latency_uint8.py): body bytes, `Client(Edge)` and
+  `Client(cloud=Lambda)` → `strato cloud local` p50/p99.
 
 Clients run interleaved in rounds so drifting background load hits all alike. Then edge
 throughput at c=64 (MLP) beside the bare Starlette+ORT endpoint of benchmarks/edge_server.py.
 
     .venv/bin/python benchmarks/edge_latency.py            # 2,000 calls per client and model
     .venv/bin/python benchmarks/edge_latency.py --quick    # 300 calls, 2 x 1.5 s throughput
+    .venv/bin/python benchmarks/edge_latency.py --quick --only-uint8   # that section alone,
+                                                 # merged into the existing results files
 
 Writes benchmarks/results/edge_latency.{md,json,png}.
 """
@@ -38,8 +43,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _edge_latency_uint8 as uint8_section  # noqa: E402
 from _edge_latency_models import build_registry  # noqa: E402
-from _edge_latency_report import write_chart, write_markdown  # noqa: E402
+from _edge_latency_report import headline, write_chart, write_markdown  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -300,32 +306,19 @@ def ratios(latency: dict[str, Any], rows: list[Any]) -> dict[str, Any]:
     return out
 
 
-def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """REPORT.md's headline rows: each goal's ratio with its verdict."""
-    r = report["ratios"]
-    rows = [
-        ("Client(Edge) / raw socket, MLP b1 p50", r["mlp"]["client_vs_raw"], "client", True),
-        ("edge / asyncio-streams responder, MLP b1 p50", r["mlp"]["server_vs_floor"], "server", True),
-        ("shared memory / Client(Local), 602 KB image p50", r["image"]["shm_vs_local"], "shm_vs_local", True),
-        ("edge c=64 MLP binary / bare Starlette+ORT", r["throughput"]["binary_vs_bare"], "throughput", False),
-    ]  # fmt: skip
-    out = []
-    for metric, value, goal, at_most in rows:
-        target = GOALS[goal]
-        met = value <= target if at_most else value >= target
-        bound = "<=" if at_most else ">="
-        verdict = "met" if met else "not met"
-        out.append({"metric": metric, "value": f"{value:.2f}x (goal {bound} {target}x: {verdict})"})
-    return out
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="strato-edge-latency-"))
     inputs = build_registry(root)
+    images = uint8_section.build_uint8_model(root)
     servers = start_servers(root)
+    emulators = uint8_section.start_emulators(root, servers["log"], _free_port, args.cloud)
+    for process, port in emulators.values():
+        _wait(lambda port=port: _ready_http(port), process, "strato cloud local")
+    servers["processes"].update({f"cloud {m}": p for m, (p, _) in emulators.items()})
     latency: dict[str, Any] = {}
+    rows: list[Any] = []
     try:
-        for model, x in inputs.items():
+        for model, x in inputs.items() if not args.only_uint8 else ():
             clients = clients_for(servers, model, x, root)
             try:
                 latency[model] = measure(clients, args.calls, args.rounds, args.warmup_calls)
@@ -334,7 +327,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     close()
             for name, s in latency[model].items():
                 print(f"{model:6s} {name:40s} p50 {s['p50_us']:8.1f}  p99 {s['p99_us']:8.1f} µs")
-        rows = throughput(servers, inputs["mlp"], args)
+        rows = throughput(servers, inputs["mlp"], args) if not args.only_uint8 else []
+        uint8 = uint8_section.run_section(
+            f"http://127.0.0.1:{servers['edge_port']}", emulators or None, images,
+            lambda c: measure(c, args.calls, args.rounds, args.warmup_calls),
+            lambda c: measure(c, args.cloud_calls, args.rounds, 5),
+        )  # fmt: skip
     finally:
         for process in servers["processes"].values():
             process.terminate()
@@ -348,13 +346,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "load_average_at_end": list(os.getloadavg()),
         },
-        "settings": {k: getattr(args, k) for k in ("calls", "rounds", "warmup_calls", "duration", "throughput_rounds", "quick")},
+        "settings": {k: getattr(args, k) for k in ("calls", "rounds", "warmup_calls", "duration", "throughput_rounds", "quick", "cloud_calls")},
         "goals": GOALS,
         "latency": latency,
         "throughput": rows,
     }  # fmt: skip
-    report["ratios"] = ratios(latency, rows)
-    report["headline"] = headline(report)
+    report["ratios"] = ratios(latency, rows) if not args.only_uint8 else {}
+    report["uint8"] = {**uint8, "settings": report["settings"], "machine": report["machine"]}
     return report
 
 
@@ -371,12 +369,23 @@ def main() -> None:
     parser.add_argument(
         "--throughput-rounds", type=int, help="interleaved throughput rounds (best kept)"
     )
+    parser.add_argument("--cloud-calls", type=int, help="timed Lambda-emulator calls per model")
+    parser.add_argument("--no-cloud", dest="cloud", action="store_false", help="edge only")
+    parser.add_argument("--only-uint8", action="store_true", help="only the uint8 section")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     args.calls = args.calls or (300 if args.quick else 2000)
     args.duration = args.duration or (1.5 if args.quick else 5.0)
     args.throughput_rounds = args.throughput_rounds or (2 if args.quick else 3)
+    args.cloud_calls = args.cloud_calls or (150 if args.quick else 500)
+    earlier_path = args.out / "edge_latency.json"
+    if args.only_uint8 and not earlier_path.exists():
+        parser.error(f"--only-uint8 merges into {earlier_path}: run the whole benchmark first")
     report = run(args)
+    if args.only_uint8:  # keep the other sections' figures from the last full run
+        earlier = json.loads(earlier_path.read_text())
+        report = {**earlier, "uint8": {**report["uint8"], "own_run": True}}
+    report["headline"] = headline(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "edge_latency.json").write_text(json.dumps(report, indent=2))
     write_markdown(report, args.out / "edge_latency.md")
