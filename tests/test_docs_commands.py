@@ -324,7 +324,9 @@ def test_the_documented_lambda_build_line_resolves_a_relative_python():
     )
 
 
-@pytest.mark.parametrize("name", ["edge_server", "sdk_overhead", "cold_start", "soak"])
+@pytest.mark.parametrize(
+    "name", ["edge_server", "edge_latency", "sdk_overhead", "cold_start", "soak"]
+)
 def test_every_benchmark_the_readme_names_takes_quick(name):
     readme = (REPO / "README.md").read_text()
     assert f"benchmarks/{name}.py" in readme and "(each takes `--quick`)" in readme
