@@ -75,7 +75,7 @@ def cascade_settings(
         return CascadeSettings(policy.default_threshold, "default", confidence=policy.confidence)
     if task is not None and task != "classification":
         raise ConfigError(
-            f"Cascade: {model} is a {task} model, not a classifier; its outputs carry no class "
+            f"Cascade: {model}'s task is {task!r}, not a classifier; its outputs carry no class "
             "probabilities. Pass Cascade(confidence=fn), fn(outputs) -> confidence per row"
         )
     output = _logits_output(policy, model, outputs)

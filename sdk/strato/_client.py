@@ -78,7 +78,7 @@ class ClientBase:
         info = self.router.models[model]
         if info.task is not None and info.task != "classification":
             raise ConfigError(
-                f"classify: {model} is a {info.task} model, not a classifier; use predict()"
+                f"classify: {model}'s task is {info.task!r}, not a classifier; use predict()"
             )
         probabilities = softmax(prediction.output, info.temperature)
         indices = probabilities.argmax(axis=-1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import any_models
 import numpy as np
 import pytest
-from strato import Client, Lambda, ModelNotFound, Registry
+from strato import Client, ConfigError, Lambda, Local, ModelNotFound, Registry, policies
 from strato_training import ImportConfig, import_onnx
 from support.servers import Proc, cloud_emulator, edge_server, free_port
 
@@ -107,3 +107,25 @@ def test_a_reference_where_a_name_belongs_says_so(journey: tuple[Path, Proc, Pro
     message = str(caught.value)
     assert "serves helper:1" not in message  # it said "helper:1 is not served; serves helper:1"
     assert "version=" in message
+
+
+def test_classify_and_cascade_on_an_embedding_model_read_as_english(tmp_path: Path) -> None:
+    any_models.write_helper_onnx(tmp_path / "helper.onnx")
+    registry = Registry(tmp_path / "registry")
+    import_onnx(
+        tmp_path / "helper.onnx", ImportConfig(name="vec", task="embedding"), registry=registry
+    )
+    rows = any_models.helper_inputs(2, 3)
+    with Client(edge=Local(registry)) as client:
+        with pytest.raises(ConfigError) as classify:
+            client.classify("vec", rows)
+        with pytest.raises(ConfigError) as cascade:
+            client.predict("vec", rows, policy=policies.Cascade())
+    from strato_training.optimize import calibrate_bundle
+
+    with pytest.raises(ConfigError) as calibrate:
+        calibrate_bundle(registry, "vec:1")
+    assert "vec:1 is an embedding model" in str(calibrate.value)
+    for caught in (classify, cascade):
+        assert "a embedding" not in str(caught.value)  # was "vec is a embedding model"
+        assert "task is 'embedding'" in str(caught.value)

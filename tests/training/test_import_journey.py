@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
-from strato import ConfigError
+import torch
+from strato import ConfigError, Registry
+from strato_training import ImportConfig, import_module
 from strato_training.module_export import load_module
+from torch import nn
 
 STRATO = str(Path(sys.executable).with_name("strato"))
 
@@ -64,3 +68,26 @@ def test_a_factory_that_raises_is_a_config_error_that_names_it(
     assert "journey_broken:broken" in str(caught.value)
     assert "checkpoint not found: weights.pt" in str(caught.value)
     sys.modules.pop("journey_broken", None)
+
+
+class _Scorer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # type: ignore[no-any-return]
+
+
+def test_an_imported_module_ships_no_exporter_debug_metadata(tmp_path: Path) -> None:
+    """The dynamo exporter tags every node with its Python stack trace (this file's path)."""
+    examples = {"x": np.ones((2, 3), np.float32)}
+    bundle = import_module(
+        _Scorer(), examples, ImportConfig(name="scorer"), registry=Registry(tmp_path / "r")
+    )
+    assert bundle.manifest.framework["exporter"] == "dynamo"
+    path = bundle.root / "model.onnx"
+    model = onnx.load(str(path))
+    assert all(len(node.metadata_props) == 0 for node in model.graph.node)
+    assert Path(__file__).name.encode() not in path.read_bytes()

@@ -36,6 +36,7 @@ __all__ = [
     "infer_dynamic",
     "load_module",
     "parse_dynamic",
+    "strip_exporter_metadata",
 ]
 
 DynamicAxes = dict[str, dict[int, str]]
@@ -280,8 +281,22 @@ def export_module(
             "depend on every input (the exporter drops unused ones)"
         )
     rename_outputs(model, final)
+    strip_exporter_metadata(model.graph)
     onnx.save_model(model, str(path))
     return ModuleExport(path, used, tuple(names), tuple(final), dynamic, fallback)
+
+
+def strip_exporter_metadata(graph: Any) -> None:
+    """Drop the dynamo exporter's per-node debug metadata (`pkg.torch.onnx.stack_trace`,
+    class hierarchy, FX node, namespace): source paths and lines of the user's machine that
+    every device would download, several times the weights of a small model."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                strip_exporter_metadata(attribute.g)
+            for sub in attribute.graphs:
+                strip_exporter_metadata(sub)
 
 
 def _run(module: nn.Module, names: Sequence[str], args: tuple[torch.Tensor, ...]) -> Any:

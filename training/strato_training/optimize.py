@@ -112,7 +112,7 @@ def calibration_for(
     task = bundle.manifest.task
     if task != "classification":
         raise ConfigError(
-            f"{bundle.ref} is a {task} model: temperature scaling and the cascade threshold "
+            f"{bundle.ref} is {_a(task)} {task} model: temperature scaling and the cascade threshold "
             "apply to classifiers only (a cascade on other tasks takes confidence=)"
         )
     found = _data_for(bundle, dataset, data)
@@ -216,7 +216,7 @@ def quantize_bundle(
     task = bundle.manifest.task
     if calibrate_precision is not None and task != "classification":
         raise ConfigError(
-            f"{bundle.ref} is a {task} model: calibration (temperature, cascade threshold) "
+            f"{bundle.ref} is {_a(task)} {task} model: calibration (temperature, cascade threshold) "
             "applies to classifiers only"
         )
     if calibrate_precision is not None and found.val_targets is None:
@@ -295,3 +295,8 @@ def optimize_bundle(
         alias=alias,
         on_step=on_step,
     )
+
+
+def _a(word: str) -> str:
+    """The indefinite article for `word` ("an embedding", "a regression")."""
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"

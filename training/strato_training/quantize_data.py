@@ -105,10 +105,16 @@ class QuantizeData:
         if len(input_names) == 1 and len(arrays) == 1:
             arrays = {input_names[0]: next(iter(arrays.values()))}
         missing = [n for n in input_names if n not in arrays]
-        if missing:
+        unknown = sorted(n for n in arrays if input_names and n not in input_names)
+        if missing or unknown:
             raise ConfigError(
-                f"{data} has arrays {sorted(arrays)}; the model's inputs are {list(input_names)} "
-                f"(missing {missing})"
+                f"{data} has arrays {sorted(arrays)}; the model's inputs are {list(input_names)}"
+                + (f" (missing {missing})" if missing else "")
+                + (
+                    f" (not inputs: {unknown}; true values go in --targets FILE.npy)"
+                    if unknown
+                    else ""
+                )
             )
         if input_names:
             arrays = {name: arrays[name] for name in input_names}
