@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato.cli import JsonOpt, default_registry, print_json, registry_option
+from strato.cli import JsonOpt, S3EndpointOpt, default_registry, print_json, registry_option
 
 __all__ = ["register"]
 
@@ -188,6 +188,7 @@ def publish_command(
         bool, typer.Option(help="Include model.safetensors in the bundle.")
     ] = True,
     registry: registry_option = None,
+    s3_endpoint: S3EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish an exported run as a verified bundle (sha256 of every file) into a registry.
@@ -203,7 +204,9 @@ def publish_command(
         alias=alias,
         include_checkpoint=checkpoint,
     )
-    result = publish(run_dir, config)
+    from strato import Registry
+
+    result = publish(run_dir, config, registry=Registry(registry, s3_endpoint=s3_endpoint))
     if as_json:
         print_json(result.to_dict())
         return

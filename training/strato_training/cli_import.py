@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from strato.cli import JsonOpt, print_json, registry_option
+from strato.cli import JsonOpt, S3EndpointOpt, print_json, registry_option
 
 __all__ = ["import_command"]
 
@@ -69,6 +69,7 @@ def import_command(
         ),
     ] = None,
     registry: registry_option = None,
+    s3_endpoint: S3EndpointOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -104,7 +105,7 @@ def import_command(
         dynamic=parse_dynamic(dynamic or []),
     )
     examples = load_examples(example) if example else None
-    reg = Registry(registry)
+    reg = Registry(registry, s3_endpoint=s3_endpoint)
     with _progress(quiet or as_json) as progress:
         job = progress.add_task("import", total=None) if progress is not None else None
 

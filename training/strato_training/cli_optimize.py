@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from strato.cli import JsonOpt, RegistryOpt, print_json
+from strato.cli import JsonOpt, RegistryOpt, S3EndpointOpt, print_json
 from strato.cli import console as full_width
 
 if TYPE_CHECKING:
@@ -41,10 +41,10 @@ TargetsOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Split seed: must match the one used for training.")]
 
 
-def _registry(root: str | None) -> Any:
+def _registry(root: str | None, s3_endpoint: str | None = None) -> Any:
     from strato import Registry
 
-    return Registry(root)
+    return Registry(root, s3_endpoint=s3_endpoint)
 
 
 def _dataset(spec: str, seed: int) -> Any:
@@ -193,6 +193,7 @@ def quantize_command(
     data: DataOpt = None,
     targets: TargetsOpt = None,
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     dataset: DatasetOpt = None,
     seed: SeedOpt = 0,
     samples: Annotated[int, typer.Option(help="Rows the int8 calibration reader sees.")] = 256,
@@ -234,7 +235,7 @@ def quantize_command(
     from strato_training.gates import GateConfig
     from strato_training.optimize import optimize_bundle, quantize_bundle
 
-    reg = _registry(registry)
+    reg = _registry(registry, s3_endpoint)
     found, ds = _data(ref, reg, data, targets, dataset, seed)
     gate = GateConfig(
         max_drop=max_drop,
@@ -270,6 +271,7 @@ def quantize_command(
 def calibrate_command(
     ref: RefArg,
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     dataset: DatasetOpt = None,
     data: DataOpt = None,
     targets: TargetsOpt = None,
@@ -289,7 +291,7 @@ def calibrate_command(
 
     if not 0.0 < target_precision <= 1.0:
         raise typer.BadParameter("must be in (0, 1]", param_hint="--target-precision")
-    reg = _registry(registry)
+    reg = _registry(registry, s3_endpoint)
     found, ds = _data(ref, reg, data, targets, dataset, seed)
     _, summary = calibrate_bundle(reg, ref, ds, target_precision=target_precision, data=found)
     if as_json:
@@ -310,6 +312,7 @@ def compile_command(
     ] = "1,32,256",
     workspace_mib: Annotated[int, typer.Option(help="Builder workspace limit in MiB.")] = 1024,
     registry: RegistryOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a TensorRT plan for this device's GPU and add it to the next version.
@@ -325,7 +328,7 @@ def compile_command(
         raise typer.BadParameter("only 'tensorrt' is supported", param_hint="--target")
     if precision not in PRECISIONS:
         raise typer.BadParameter(f"choose one of {', '.join(PRECISIONS)}", param_hint="--precision")
-    reg = _registry(registry)
+    reg = _registry(registry, s3_endpoint)
     with _steps(as_json) as on_step:
         if on_step is not None:
             on_step(f"building a {precision} TensorRT plan")
