@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import policies
-from ._breaker import BreakerConfig
 from ._bundle import Artifact, Bundle, Manifest, make_bundle
-from ._client import Client
 from ._errors import (
     BundleError,
     ConfigError,
@@ -34,16 +31,18 @@ from ._errors import (
     VersionExists,
     VersionMismatch,
 )
-from ._inference import Classification, InferRequest, InferResponse, Prediction
-from ._outbox import FailedRequest, FlushReport, Outbox, Queued
 from ._registry import ModelRef, Registry
 from ._tensors import TensorSpec
-from ._transports import AsyncTransport, Local, Transport
-from .policies import Retry
 
 if TYPE_CHECKING:
+    from . import policies
     from ._async_client import AsyncClient
-    from ._transports import AsyncEdge, Edge, Lambda, SageMaker
+    from ._breaker import BreakerConfig
+    from ._client import Client
+    from ._inference import Classification, InferRequest, InferResponse, Prediction
+    from ._outbox import FailedRequest, FlushReport, Outbox, Queued
+    from ._transports import AsyncEdge, AsyncTransport, Edge, Lambda, Local, SageMaker, Transport
+    from .policies import Retry
 
 __version__ = "0.1.0"
 
@@ -102,10 +101,27 @@ __all__ = [
     "policies",
 ]
 
-# Loaded on first use: asyncio and httpx cost ~0.2 s of a Lambda cold start that never uses them.
+# Loaded on first use: asyncio and httpx cost ~0.2 s of a Lambda cold start that never uses them,
+# and the client side (routing, policies, breaker, outbox with sqlite3, transports, the client's
+# request/response types) is no server's business: the Lambda handler imports none of it.
 _LAZY = {
     "AsyncClient": "strato._async_client",
+    "BreakerConfig": "strato._breaker",
+    "Classification": "strato._inference",
+    "Client": "strato._client",
+    "InferRequest": "strato._inference",
+    "InferResponse": "strato._inference",
+    "Prediction": "strato._inference",
+    "FailedRequest": "strato._outbox",
+    "FlushReport": "strato._outbox",
+    "Outbox": "strato._outbox",
+    "Queued": "strato._outbox",
+    "Retry": "strato.policies",
+    "policies": "strato.policies",  # the module itself
     "AsyncEdge": "strato._transports",
+    "AsyncTransport": "strato._transports",
+    "Local": "strato._transports",
+    "Transport": "strato._transports",
     "Edge": "strato._transports",
     "Lambda": "strato._transports",
     "SageMaker": "strato._transports",
@@ -118,6 +134,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'strato' has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(module), name)
+    imported = import_module(module)
+    value = imported if module == f"strato.{name}" else getattr(imported, name)
     globals()[name] = value
     return value

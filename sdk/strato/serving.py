@@ -40,7 +40,7 @@ from strato._codec import (
     header_length_from,
     loads,
 )
-from strato._engines.base import Engine
+from strato._engines.base import Engine, model_metadata
 from strato._envelope import ENVELOPE_VERSION, is_envelope, pack, unpack
 from strato._errors import (
     BundleError,
@@ -58,7 +58,6 @@ from strato._errors import (
 )
 from strato._registry import ModelRef
 from strato._tensors import validate_inputs
-from strato._transports.local import model_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

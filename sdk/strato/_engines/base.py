@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from strato._bundle import Artifact, Bundle
     from strato._tensors import TensorSpec
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "model_metadata"]
 
 
 class Engine:
@@ -49,3 +49,25 @@ class Engine:
             "precision": self.precision,
             "providers": list(self.providers),
         }
+
+
+def model_metadata(engine: Engine) -> dict[str, Any]:
+    """OIP model metadata for a loaded engine, with strato's extras under `parameters`."""
+    manifest = engine.bundle.manifest
+    return {
+        "name": manifest.name,
+        "versions": [manifest.version],
+        "platform": f"{engine.kind}_{engine.artifact.kind}",
+        "inputs": [s.to_dict() for s in manifest.inputs],
+        "outputs": [s.to_dict() for s in manifest.outputs],
+        "parameters": {
+            "version": manifest.version,
+            "task": manifest.task,
+            "labels": list(manifest.labels),
+            "calibration": manifest.calibration,
+            "cloud": manifest.serving.get("cloud", "allowed"),
+            "precision": engine.precision,
+            "engine": engine.kind,
+            "providers": engine.providers,
+        },
+    }

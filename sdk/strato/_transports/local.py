@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from strato._bundle import Bundle
 from strato._engines import Engine, load_engine
+from strato._engines.base import model_metadata
 from strato._errors import ModelNotFound
 from strato._inference import InferRequest, InferResponse
 from strato._registry import ModelRef, Registry
@@ -18,28 +19,6 @@ if TYPE_CHECKING:
     import os
 
 __all__ = ["Local", "model_metadata"]
-
-
-def model_metadata(engine: Engine) -> dict[str, Any]:
-    """OIP model metadata for a loaded engine, with strato's extras under `parameters`."""
-    manifest = engine.bundle.manifest
-    return {
-        "name": manifest.name,
-        "versions": [manifest.version],
-        "platform": f"{engine.kind}_{engine.artifact.kind}",
-        "inputs": [s.to_dict() for s in manifest.inputs],
-        "outputs": [s.to_dict() for s in manifest.outputs],
-        "parameters": {
-            "version": manifest.version,
-            "task": manifest.task,
-            "labels": list(manifest.labels),
-            "calibration": manifest.calibration,
-            "cloud": manifest.serving.get("cloud", "allowed"),
-            "precision": engine.precision,
-            "engine": engine.kind,
-            "providers": engine.providers,
-        },
-    }
 
 
 class Local(Transport):
