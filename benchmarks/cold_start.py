@@ -3,11 +3,16 @@
 Not a test. Every run is a fresh interpreter:
 
 - handler: only the built artifact + stdlib + the runtime's boto3 on sys.path (`python -S -E -s`),
-  import `strato_lambda.app` (which loads the model at init), answer one HTTP API v2 event;
+  import `strato_lambda.app` (which loads the model at init), answer one HTTP API v2 event
+  (`handler_http`) or one direct-invoke envelope (`handler_direct`), handed a context object the
+  script defines (Lambda's runtime builds its own; no emulator import is timed);
 - ort floor: the same interpreter and artifact, import numpy + onnxruntime, load the ONNX, run once;
 - torch: the project venv, import torch, load the state dict (weights_only), forward once.
 
-Usage: python benchmarks/cold_start.py [--runs 7 | --quick] [--artifact DIR]
+- before (with `--before REF`): the same two handler cases for the artifact built from git ref REF,
+  interleaved in the same run, so a change is measured against its baseline on the same machine.
+
+Usage: python benchmarks/cold_start.py [--runs 7 | --quick] [--artifact DIR] [--before REF]
 Writes benchmarks/results/cold_start.{md,json,png}.
 """
 
@@ -34,8 +39,12 @@ HANDLER = """
 import time; started = time.perf_counter()
 import json, sys
 import strato_lambda.app as app
-from strato_lambda.emulator import InvocationContext
-answer = app.handler(json.loads(open(sys.argv[1]).read()), InvocationContext())
+class Context:  # what Lambda's runtime hands the handler (built by the runtime, not the function)
+    function_name, function_version, memory_limit_in_mb = "strato-infer", "$LATEST", 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:strato-infer"
+    aws_request_id, log_group_name, log_stream_name = "cold-1", "/aws/lambda/strato-infer", "s"
+    def get_remaining_time_in_millis(self): return 30000
+answer = app.handler(json.loads(open(sys.argv[1]).read()), Context())
 assert answer.get("statusCode", answer.get("status")) == 200, answer
 print(json.dumps({"seconds": time.perf_counter() - started}))
 """
@@ -60,7 +69,7 @@ print(json.dumps({"seconds": time.perf_counter() - started}))
 """
 
 
-def build_artifact(target: Path) -> Path:
+def build_artifact(target: Path, repo: Path = REPO) -> Path:
     arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     subprocess.run(
@@ -68,7 +77,7 @@ def build_artifact(target: Path) -> Path:
             "make",
             "-s",
             "-C",
-            str(REPO / "lambda"),
+            str(repo / "lambda"),
             "build-StratoFunction",
             f"ARCH={arch}",
             f"PYTHON_VERSION={version}",
@@ -78,6 +87,19 @@ def build_artifact(target: Path) -> Path:
         check=True,
     )
     return target
+
+
+def build_before(ref: str, workdir: Path) -> Path:
+    """The artifact of git ref `ref` (its own Makefile and code), built beside this run's."""
+    source = workdir / "before-src"
+    source.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    return build_artifact(workdir / "before-artifact", source)
 
 
 def make_model(workdir: Path) -> tuple[Path, Path]:
@@ -148,7 +170,7 @@ def sizes(artifact: Path, workdir: Path) -> dict[str, float]:
     return {"unzipped_mb": unzipped / MB, "zipped_mb": archive.stat().st_size / MB}
 
 
-def measure(runs: int, artifact: Path, workdir: Path) -> dict[str, Any]:
+def measure(runs: int, artifact: Path, workdir: Path, before: Path | None = None) -> dict[str, Any]:
     from strato._envelope import pack
 
     bundle, weights = make_model(workdir)
@@ -177,6 +199,15 @@ def measure(runs: int, artifact: Path, workdir: Path) -> dict[str, Any]:
         ),
         "torch": ([sys.executable, "-c", TORCH, str(weights)], {}),
     }
+    if before is not None:
+        cases["before_handler_http"] = (
+            [*clean_python(before, runtime, HANDLER), str(event_path)],
+            handler_env,
+        )
+        cases["before_handler_direct"] = (
+            [*clean_python(before, runtime, HANDLER), str(envelope_path)],
+            handler_env,
+        )
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(runs):  # interleaved, so drift on a shared machine hits every case alike
         for name, (argv, env) in cases.items():
@@ -199,6 +230,11 @@ def measure(runs: int, artifact: Path, workdir: Path) -> dict[str, Any]:
     result["handler_http_over_floor"] = result["cases"]["handler_http"]["median_s"] / floor
     result["handler_direct_over_floor"] = result["cases"]["handler_direct"]["median_s"] / floor
     result["torch_over_floor"] = result["cases"]["torch"]["median_s"] / floor
+    if before is not None:
+        for face in ("http", "direct"):
+            result[f"before_handler_{face}_over_floor"] = (
+                result["cases"][f"before_handler_{face}"]["median_s"] / floor
+            )
     result["artifact"] = sizes(artifact, workdir)
     return result
 
@@ -225,6 +261,15 @@ def write(result: dict[str, Any]) -> None:
         "",
         f"- handler / ORT floor: **{result['handler_http_over_floor']:.2f}x** for an HTTP API "
         f"event, **{result['handler_direct_over_floor']:.2f}x** for a direct invoke (target <= 1.5x)",
+        *(
+            [
+                f"- before ({result['before']}), same run: "
+                f"**{result['before_handler_http_over_floor']:.2f}x** HTTP API, "
+                f"**{result['before_handler_direct_over_floor']:.2f}x** direct invoke"
+            ]
+            if "before" in result
+            else []
+        ),
         f"- torch / ORT floor: {result['torch_over_floor']:.1f}x",
         f"- artifact: **{art['unzipped_mb']:.1f} MB unzipped, {art['zipped_mb']:.1f} MB zipped** "
         "(targets < 100 MB, < 50 MB; hard limit 250 MB unzipped)",
@@ -236,9 +281,14 @@ def write(result: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 3.4))
     names = list(cases)
-    axis.bar(names, [cases[n]["median_s"] for n in names], color=["#2a7", "#5b8", "#999", "#c53"])
+    figure, axis = plt.subplots(figsize=(max(7.0, 1.45 * len(names)), 3.4))
+    axis.bar(
+        names,
+        [cases[n]["median_s"] for n in names],
+        color=["#2a7", "#5b8", "#999", "#c53", "#9cb", "#9cb"][: len(names)],
+    )
+    axis.tick_params(axis="x", labelsize=8)
     axis.set_ylabel("cold start, s (median)")
     axis.set_title("import + load + one prediction, fresh process")
     for i, n in enumerate(names):
@@ -252,11 +302,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 runs per case (a smoke run).")
     parser.add_argument("--artifact", type=Path, help="A built artifact (default: build one).")
+    parser.add_argument(
+        "--before", metavar="REF", help="Also time the handler built from git ref REF (baseline)."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="strato-cold-") as tmp:
         workdir = Path(tmp)
         artifact = args.artifact or build_artifact(workdir / "artifact")
-        result = measure(3 if args.quick else args.runs, artifact, workdir)
+        before = build_before(args.before, workdir) if args.before else None
+        result = measure(3 if args.quick else args.runs, artifact, workdir, before)
+        if args.before:
+            commit = ["git", "-C", str(REPO), "rev-parse", "--short", args.before]
+            result["before"] = subprocess.run(
+                commit, check=True, capture_output=True, text=True
+            ).stdout.strip()
     write(result)
     print((RESULTS / "cold_start.md").read_text())
 
