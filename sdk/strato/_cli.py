@@ -23,7 +23,7 @@ from ._cli_options import (
     registry_option,
 )
 from ._cli_trust import register as _register_trust_commands
-from ._errors import ConfigError, StratoError
+from ._errors import ConfigError, StratoError, Unavailable
 
 __all__ = ["app", "main", "print_json", "registry_option"]
 
@@ -296,7 +296,12 @@ def predict(
     else:
         transport = Local(_registry(registry, s3_endpoint))
     with Client(edge=transport) as client:
-        metadata = client.metadata(model)
+        try:
+            metadata = client.metadata(model)
+        except Unavailable as exc:
+            if not daemon:
+                raise
+            raise fail(f"{exc}; is `strato edge serve` running at {daemon}?") from None
         x = _named_inputs(raw, metadata, input)
         task = metadata.get("parameters", {}).get("task", "classification")
         if task == "classification" and len(metadata.get("outputs", [])) == 1:

@@ -129,3 +129,12 @@ def test_classify_and_cascade_on_an_embedding_model_read_as_english(tmp_path: Pa
     for caught in (classify, cascade):
         assert "a embedding" not in str(caught.value)  # was "vec is a embedding model"
         assert "task is 'embedding'" in str(caught.value)
+
+
+def test_predict_against_no_daemon_says_what_to_start(tmp_path: Path) -> None:
+    np.savez(tmp_path / "rows.npz", **any_models.helper_inputs(1, 2))
+    url = f"http://127.0.0.1:{free_port()}"
+    done = _strato("predict", "helper", "-i", "rows.npz", "--url", url, cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"is `strato edge serve` running at {url}?" in done.stderr
+    assert "Traceback" not in done.stderr
