@@ -201,10 +201,17 @@ def test_cascade_reads_the_manifest_threshold_and_keeps_the_edge_answer_when_the
     assert kept.route_reason.endswith("cloud-unavailable: edge answer kept")
 
 
+def _warm_cloud(client: Client, digit_batch) -> None:
+    # The first Lambda call builds botocore's client (service model loading: up to a second on
+    # a loaded 2-core box); a hedge timing test measures the race, not that one-off cost.
+    client.predict("tiny", digit_batch, policy=policies.CloudOnly())
+
+
 def test_hedged_request_wins_over_a_slow_edge(edge_standin, cloud_standin, digit_batch):
     client = Client(edge=Edge(edge_standin.url), cloud=lambda_to(cloud_standin))
     client.metadata("tiny")
-    edge_standin.delay_s = 1.0
+    _warm_cloud(client, digit_batch)
+    edge_standin.delay_s = 2.0
     pred = client.predict(
         "tiny", digit_batch, policy=policies.LatencySLO(deadline_ms=3000, hedge_after_ms=50)
     )
@@ -224,7 +231,8 @@ def test_hedge_delay_is_learned_from_the_edge_p95(edge_standin, cloud_standin, d
     for _ in range(20):  # until 20 samples, the hedge waits half the budget: the edge wins
         assert client.predict("tiny", digit_batch, policy=slo).served_by == "edge"
     assert client.backends[0].latency.p95() is not None
-    edge_standin.delay_s = 1.0
+    _warm_cloud(client, digit_batch)
+    edge_standin.delay_s = 2.0
     pred = client.predict("tiny", digit_batch, policy=slo)
     assert pred.served_by == "lambda" and pred.route_reason.startswith("hedge after ")
 
