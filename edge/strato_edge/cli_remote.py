@@ -101,8 +101,14 @@ def _named(given: Any, meta: dict[str, Any]) -> dict[str, Any]:
     if len(given) == 1 and len(names) == 1:
         return {names[0]: next(iter(given.values()))}
     missing = [n for n in names if n not in given]
-    if missing or len(given) != len(names):
-        raise fail(f"--input holds {sorted(given)} but the model takes {names}", 2)
+    unknown = sorted(n for n in given if n not in names)
+    if missing or unknown:
+        raise fail(
+            f"--input holds {sorted(given)} but the model takes {names}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (not inputs: {unknown})" if unknown else ""),
+            2,
+        )
     return {n: given[n] for n in names}
 
 

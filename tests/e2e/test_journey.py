@@ -138,3 +138,15 @@ def test_predict_against_no_daemon_says_what_to_start(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"is `strato edge serve` running at {url}?" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_edge_predict_names_the_missing_and_the_extra_arrays(
+    journey: tuple[Path, Proc, Proc],
+) -> None:
+    root, edge, _ = journey
+    rows = any_models.helper_inputs(2, 3)
+    np.savez(root / "odd.npz", x=rows["x"], ids=rows["ids"], mask=rows["keep"])
+    done = _strato("edge", "predict", "helper", "-i", "odd.npz", "--url", edge.url, cwd=root)
+    assert done.returncode == 2
+    assert "(missing ['keep']) (not inputs: ['mask'])" in done.stderr
+    assert "Traceback" not in done.stderr
