@@ -122,3 +122,44 @@ def test_every_cli_module_imports_on_its_own():
             [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
         )
         assert result.returncode == 0, f"import {module}: {result.stderr[-400:]}"
+
+
+# The client side of strato and the emulator's HTTP server: no part of a Lambda cold start.
+CLIENT_SIDE = (
+    "strato._client",
+    "strato._outbox",
+    "strato.policies",
+    "strato._breaker",
+    "strato._transports",
+    "strato._inference",
+    "sqlite3",
+    "http.server",
+)
+
+
+def test_the_lambda_handler_loads_no_client_side_until_used():
+    """`import strato_lambda.app` (and the emulator's `InvocationContext`, which tests and
+    benchmarks hand the handler) loads none of `CLIENT_SIDE`; `strato.Client`, `strato.Outbox`,
+    `strato.Retry`, `strato.policies` and the emulator's `Emulator` still load on first use."""
+    code = (
+        "import json, sys\n"
+        "import strato_lambda.app\n"
+        "from strato_lambda.emulator import InvocationContext\n"
+        f"print(json.dumps(sorted(m for m in {CLIENT_SIDE!r} if m in sys.modules)))\n"
+        "import strato\n"
+        "from strato_lambda.emulator import Emulator\n"
+        "loaded = (strato.Client, strato.Outbox, strato.Retry, strato.policies.Retry, Emulator)\n"
+        "print(json.dumps([getattr(x, '__module__', x.__name__) for x in loaded]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    before, after = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert before == []
+    assert after == [
+        "strato._client",
+        "strato._outbox",
+        "strato.policies",
+        "strato.policies",
+        "strato_lambda.emulator.server",
+    ]
