@@ -174,10 +174,17 @@ def test_check_model_name_refuses_traversal():
     serving.check_model_name("tiny", "2")
 
 
-def test_the_serving_doc_example_runs(tiny_bundle):
+def test_the_serving_doc_example_runs(tmp_path, monkeypatch):
     import re
 
+    import support
+
+    # The example reads `.strato/registry` in the working folder: give it one of its own, so
+    # the test does not depend on what another test (or a demo run) left in the checkout.
+    registry = strato.Registry(tmp_path / ".strato" / "registry")
+    registry.publish(support.build_tiny_bundle(tmp_path / "src", name="digits-mlp"))
+    monkeypatch.chdir(tmp_path)
     doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
     example = re.search(r"```python\n(.*?)```", doc, re.S)
     assert example is not None
-    exec(compile(example.group(1), "docs/serving.md", "exec"), {"bundle_dir": tiny_bundle.root})
+    exec(compile(example.group(1), "docs/serving.md", "exec"), {})

@@ -38,6 +38,7 @@ __all__ = [
     "check_parity",
     "export_onnx",
     "quiet_exporter",
+    "strip_exporter_metadata",
 ]
 
 ONNX_MODEL = "model.onnx"
@@ -168,6 +169,29 @@ def _torch_export(
             verbose=False,
             **batch_axis,
         )
+    # Same bytes wherever strato is installed: the exporter's stack traces name source paths.
+    _strip_metadata_in_place(path)
+
+
+def strip_exporter_metadata(graph: Any) -> None:
+    """Drop the dynamo exporter's per-node debug metadata (`pkg.torch.onnx.stack_trace`,
+    class hierarchy, FX node, namespace): source paths and lines of the user's machine that
+    every device would download, several times the weights of a small model."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                strip_exporter_metadata(attribute.g)
+            for sub in attribute.graphs:
+                strip_exporter_metadata(sub)
+
+
+def _strip_metadata_in_place(path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    strip_exporter_metadata(model.graph)
+    onnx.save_model(model, str(path))
 
 
 def _check_graph(path: Path, config: ExportConfig) -> None:

@@ -20,7 +20,7 @@ import torch
 from strato import ConfigError, ExportError
 from torch import nn
 
-from strato_training.export import quiet_exporter
+from strato_training.export import quiet_exporter, strip_exporter_metadata
 from strato_training.models import import_user_module
 
 if TYPE_CHECKING:
@@ -284,19 +284,6 @@ def export_module(
     strip_exporter_metadata(model.graph)
     onnx.save_model(model, str(path))
     return ModuleExport(path, used, tuple(names), tuple(final), dynamic, fallback)
-
-
-def strip_exporter_metadata(graph: Any) -> None:
-    """Drop the dynamo exporter's per-node debug metadata (`pkg.torch.onnx.stack_trace`,
-    class hierarchy, FX node, namespace): source paths and lines of the user's machine that
-    every device would download, several times the weights of a small model."""
-    for node in graph.node:
-        del node.metadata_props[:]
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                strip_exporter_metadata(attribute.g)
-            for sub in attribute.graphs:
-                strip_exporter_metadata(sub)
 
 
 def _run(module: nn.Module, names: Sequence[str], args: tuple[torch.Tensor, ...]) -> Any:
