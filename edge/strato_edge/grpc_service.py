@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 import numpy as np
 from google.protobuf import json_format
-from strato import InvalidInput, Timeout, serving
+from strato import InvalidInput, Timeout, serving, wire
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from strato_edge.triton import model_config, model_statistics
@@ -38,21 +38,6 @@ __all__ = ["InferenceServicer", "start_grpc_server"]
 
 log = logging.getLogger("strato.edge.grpc")
 
-_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 # Which typed field of InferTensorContents carries each datatype (FP16 has none: raw only).
 _CONTENTS = {
     "BOOL": "bool_contents",
@@ -122,10 +107,10 @@ def decode_inputs(request: Any) -> dict[str, np.ndarray[Any, Any]]:
         name = tensor.name
         if "shared_memory_region" in tensor.parameters:
             raise InvalidInput(f"input {name!r}: shared memory is not served over gRPC")
-        dtype = _DTYPES.get(tensor.datatype)
-        if dtype is None:
-            known = ", ".join(_DTYPES)
-            raise InvalidInput(f"input {name!r}: datatype {tensor.datatype!r} (serve {known})")
+        try:
+            dtype = wire.dtype_of(tensor.datatype)
+        except InvalidInput as exc:
+            raise InvalidInput(f"input {name!r}: {exc}") from None
         shape = _shape(tensor.shape, name)
         count = int(np.prod(shape, dtype=np.int64))
         if raw:
@@ -164,9 +149,10 @@ def encode_outputs(
     )
     for name in wanted:
         array = np.ascontiguousarray(outputs[name])
-        datatype = _NAMES.get(array.dtype)
-        if datatype is None:
-            raise InvalidInput(f"output {name!r} has dtype {array.dtype}, not an OIP datatype")
+        try:
+            datatype = wire.datatype_of(array.dtype)
+        except InvalidInput as exc:
+            raise InvalidInput(f"output {name!r}: {exc}") from None
         response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         response.raw_output_contents.append(array.tobytes())
     return response
