@@ -127,6 +127,7 @@ def cached_version(
     *,
     trusted_keys: TrustedKeysLike | None = None,
     skip_kinds: Collection[str] = (),
+    keep_served: bool = False,
 ) -> Bundle:
     """A verified local copy of `name:version`: the cached one when it still verifies against the
     registry's manifest (signature, identity and every sha256 checked again, every time), else a
@@ -136,7 +137,11 @@ def cached_version(
     if (target / MANIFEST).is_file():
         try:
             bundle = Bundle.load(
-                target, trusted_keys=trusted_keys, expect=(name, version), skip_kinds=skip_kinds
+                target,
+                trusted_keys=trusted_keys,
+                expect=(name, version),
+                skip_kinds=skip_kinds,
+                keep_served=keep_served,
             )
             if bundle.manifest != Manifest.from_json_bytes(data):
                 raise IntegrityError(f"cached manifest of {name}:{version} was changed")

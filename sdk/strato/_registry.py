@@ -202,10 +202,16 @@ class Registry:
         return manifest
 
     def open(
-        self, ref: str | ModelRef, *, verify: bool = True, skip_kinds: Collection[str] = ()
+        self,
+        ref: str | ModelRef,
+        *,
+        verify: bool = True,
+        skip_kinds: Collection[str] = (),
+        keep_served: bool = False,
     ) -> Bundle:
         """A verified local `Bundle`: in place for a folder registry, from a cache for S3 (keyed
-        by registry URL and manifest sha256; checked again on every open)."""
+        by registry URL and manifest sha256; checked again on every open). `keep_served` as in
+        `Bundle.load`: the served model's bytes, as hashed, go to the engine without a re-read."""
         if isinstance(self.store, LocalStore):
             resolved = self.resolve(ref)
             return Bundle.load(
@@ -214,6 +220,7 @@ class Registry:
                 trusted_keys=self.trusted_keys,
                 expect=(resolved.name, str(resolved.version)),
                 skip_kinds=skip_kinds,
+                keep_served=keep_served,
             )
         located = self.locate(ref)
         cache = self._cache_dir or Path(tempfile.gettempdir()) / "strato-cache"
@@ -224,6 +231,7 @@ class Registry:
             cache,
             trusted_keys=self.trusted_keys,
             skip_kinds=skip_kinds,
+            keep_served=keep_served,
         )
 
     def download(

@@ -77,7 +77,7 @@ class Local(Transport):
             ref = ModelRef.parse(model)
             if version is not None:
                 ref = ModelRef(ref.name, version)
-            bundle = self._registry.open(ref)
+            bundle = self._registry.open(ref, keep_served=True)  # hashed once, for the engine
         return load_engine(bundle, precision=self._precision, threads=self._threads)
 
     def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResponse:
